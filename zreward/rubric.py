@@ -1,0 +1,188 @@
+"""Rubrics: the scoring scale a reward model is trained on, as data.
+
+A rubric names the dimensions an image is judged on (each with a weight in the overall score and a
+sentence the prompt template shows the model), the K bin values of the scale, and the K vocabulary
+tokens that stand for those values at a score slot. The default is the paper's: 4 dimensions on the
+9-level half-point scale 1.0, 1.5, ..., 5.0 with equal weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+from zreward.errors import InputError
+
+_GRID_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    description: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """dimensions (D), bin values (K, equally spaced, ascending) and their score tokens (K)."""
+
+    dimensions: tuple[Dimension, ...]
+    values: tuple[float, ...]
+    score_tokens: tuple[str, ...]
+    # The token that fills each score slot of the student template (one pass scores every dimension).
+    slot_token: str = "<|score|>"
+    name: str = "custom"
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if not self.dimensions:
+            raise InputError("a rubric needs at least one dimension")
+        names = [d.name for d in self.dimensions]
+        if len(set(names)) != len(names):
+            raise InputError(f"rubric dimension names repeat: {names}")
+        if len(self.values) < 2:
+            raise InputError("a rubric needs at least two bin values")
+        if len(self.score_tokens) != len(self.values):
+            raise InputError(
+                f"rubric has {len(self.values)} bin values but {len(self.score_tokens)} score tokens"
+            )
+        if len(set(self.score_tokens)) != len(self.score_tokens) or self.slot_token in self.score_tokens:
+            raise InputError("rubric score tokens must be distinct and differ from the slot token")
+        steps = [b - a for a, b in zip(self.values, self.values[1:])]
+        if min(steps) <= 0 or max(steps) - min(steps) > _GRID_TOL:
+            raise InputError(f"rubric bin values must be ascending and equally spaced: {self.values}")
+        if any(d.weight < 0 for d in self.dimensions) or sum(d.weight for d in self.dimensions) <= 0:
+            raise InputError("rubric weights must be non-negative with a positive sum")
+
+    # --- shape --------------------------------------------------------------------------------
+    @property
+    def num_dimensions(self) -> int:
+        return len(self.dimensions)
+
+    @property
+    def num_bins(self) -> int:
+        return len(self.values)
+
+    @property
+    def names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+    @property
+    def weights(self) -> list[float]:
+        """Dimension weights normalized to sum to one."""
+        total = sum(d.weight for d in self.dimensions)
+        return [d.weight / total for d in self.dimensions]
+
+    @property
+    def low(self) -> float:
+        return self.values[0]
+
+    @property
+    def high(self) -> float:
+        return self.values[-1]
+
+    @property
+    def step(self) -> float:
+        return self.values[1] - self.values[0]
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise InputError(f"unknown dimension {name!r}; this rubric has {self.names}") from None
+
+    # --- scores on the grid -------------------------------------------------------------------
+    def bin_of(self, score: float, where: str = "score") -> int:
+        """Index of the bin a score sits on; an error naming `where` if it is off the grid."""
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+            raise InputError(f"{where}: score {score!r} is not a finite number")
+        k = (score - self.low) / self.step
+        kr = round(k)
+        if abs(k - kr) > 1e-4 or not 0 <= kr < self.num_bins:
+            raise InputError(
+                f"{where}: score {score} is not on this rubric's grid {list(self.values)}"
+            )
+        return int(kr)
+
+    def histogram(self, scores: Iterable[float], where: str = "scores") -> list[float]:
+        """Normalized histogram over the K bins of a list of annotator scores."""
+        counts = [0.0] * self.num_bins
+        n = 0
+        for s in scores:
+            counts[self.bin_of(s, where)] += 1
+            n += 1
+        if n == 0:
+            raise InputError(f"{where}: no annotator scores")
+        return [c / n for c in counts]
+
+    def snap(self, score: float) -> float:
+        """The bin value nearest to a real-valued score (clamped to the scale)."""
+        k = min(max(round((score - self.low) / self.step), 0), self.num_bins - 1)
+        return self.values[k]
+
+    # --- serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dimensions"] = [asdict(x) for x in self.dimensions]
+        d["values"] = list(self.values)
+        d["score_tokens"] = list(self.score_tokens)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Rubric":
+        try:
+            return cls(
+                dimensions=tuple(Dimension(**x) for x in d["dimensions"]),
+                values=tuple(float(v) for v in d["values"]),
+                score_tokens=tuple(d["score_tokens"]),
+                slot_token=d.get("slot_token", "<|score|>"),
+                name=d.get("name", "custom"),
+                meta=d.get("meta", {}),
+            )
+        except (KeyError, TypeError) as e:
+            raise InputError(f"malformed rubric: {e}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Rubric":
+        return cls.from_dict(json.loads(text))
+
+
+def score_tokens_for(values: Sequence[float]) -> tuple[str, ...]:
+    return tuple(f"<|score_{v:g}|>" for v in values)
+
+
+def make_rubric(
+    dimensions: Sequence[tuple[str, str] | tuple[str, str, float] | Dimension],
+    values: Sequence[float],
+    name: str = "custom",
+    score_tokens: Sequence[str] | None = None,
+) -> Rubric:
+    dims = tuple(d if isinstance(d, Dimension) else Dimension(*d) for d in dimensions)
+    values = tuple(float(v) for v in values)
+    return Rubric(dims, values, tuple(score_tokens) if score_tokens else score_tokens_for(values), name=name)
+
+
+DEFAULT_DIMENSIONS = (
+    Dimension("alignment", "does the image show what the prompt asks for (objects, counts, colors, relations)"),
+    Dimension("fidelity", "is the image clean and sharp (no blur, noise, compression blocks, smears or color casts)"),
+    Dimension("aesthetics", "is the composition balanced and the palette pleasant"),
+    Dimension("plausibility", "are the objects whole and physically plausible (no overlaps, fragments or cut-offs)"),
+)
+
+HALF_POINT_VALUES = tuple(1.0 + 0.5 * k for k in range(9))
+
+
+def default_rubric() -> Rubric:
+    """The paper's rubric: 4 dimensions x 9 half-point bins (1.0 ... 5.0), equal weights."""
+    return make_rubric(DEFAULT_DIMENSIONS, HALF_POINT_VALUES, name="zreward-default")
+
+
+def five_level_rubric(dimensions: Sequence = DEFAULT_DIMENSIONS) -> Rubric:
+    """A 5-level integer scale (1 ... 5), as Q-Align-style models use."""
+    return make_rubric(dimensions, (1.0, 2.0, 3.0, 4.0, 5.0), name="five-level")
