@@ -53,6 +53,7 @@ def load_pretrained(path, rubric: Rubric | None = None, image_size: int | None =
         elif not (local / "config.json").is_file():
             raise InputError(f"{local}: not a model directory (no {SPEC_FILE} or config.json)")
     torch_dtype = _dtype(dtype)
+    _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_str)
         backbone = AutoModelForImageTextToText.from_pretrained(
@@ -89,6 +90,14 @@ def load_pretrained(path, rubric: Rubric | None = None, image_size: int | None =
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def _quiet_transformers() -> None:
+    """Loading progress bars and info logs are noise in a scoring tool; warnings still show."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 def _grow_embeddings(backbone, tokenizer, rubric: Rubric) -> None:

@@ -1,0 +1,199 @@
+"""The `zreward` command line: thin click commands, heavy imports inside them, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from zreward.errors import InputError
+
+
+class _Group(click.Group):
+    """Turns the project's input errors (and OS errors on user files) into one-line CLI errors."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            raise click.ClickException(str(e)) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            raise click.ClickException(f"{e.filename}: {e.strerror}") from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="zreward")
+def main():
+    """zreward: distributional text-to-image reward models (score distributions, not scalars)."""
+
+
+def _scorer(model: str | None, engine: str | None, dtype: str | None = None, device: str | None = None):
+    if model and engine:
+        raise InputError("give --model or --engine, not both")
+    if engine:
+        from zreward.engines import load_engine
+
+        return load_engine(engine)
+    from zreward.models import load_model
+
+    return load_model(model, dtype=dtype, device=device)
+
+
+# --- score ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--model", "-m", default=None, help="Checkpoint directory or hub id (default: the embedded model).")
+@click.option("--engine", default=None, type=click.Path(), help="A compiled engine directory (zreward export).")
+@click.option("--prompt", "-p", required=True, help="The text prompt the images were generated for.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per image.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]))
+@click.option("--device", default=None, help="torch device, e.g. cuda or cpu.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+def score(model, engine, prompt, as_json, batch_size, dtype, device, images):
+    """Score IMAGE... for a prompt: per-dimension distributions, mean and std."""
+    if not prompt.strip():
+        raise InputError("--prompt is empty")
+    scorer = _scorer(model, engine, dtype, device)
+    dist = scorer.score(list(images), prompt, batch_size=batch_size, progress=len(images) > batch_size)
+    rows = dist.to_dict()
+    if as_json:
+        out = [{"image": img, "prompt": prompt, **row} for img, row in zip(images, rows)]
+        click.echo(json.dumps(out, indent=2))
+        return
+    names = scorer.rubric.names
+    width = max(len(str(i)) for i in images)
+    click.echo(f"{'image':<{width}}  {'overall':>13}  " + "  ".join(f"{n:>13}" for n in names))
+    for img, row in zip(images, rows):
+        cells = [f"{row['dimensions'][n]['mean']:.2f} ± {row['dimensions'][n]['std']:.2f}" for n in names]
+        click.echo(f"{img:<{width}}  {row['overall']['mean']:.2f} ± {row['overall']['std']:.2f}  "
+                   + "  ".join(f"{c:>13}" for c in cells))
+
+
+# --- eval -----------------------------------------------------------------------------------------
+@main.command("eval")
+@click.option("--model", "-m", default=None, help="Checkpoint directory or hub id (default: the embedded model).")
+@click.option("--engine", default=None, type=click.Path(), help="A compiled engine directory.")
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="A dataset directory (points/pairs JSONL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--out", default=None, type=click.Path(), help="Also write metrics.json and reliability.png here.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+def eval_cmd(model, engine, data_dir, as_json, out, batch_size):
+    """HPA, margin-HPA, PLCC/SRCC, NLL, EMD and ECE of P(A > B) on a dataset."""
+    from zreward.data import load_dataset
+    from zreward.eval import evaluate
+
+    scorer = _scorer(model, engine)
+    data = load_dataset(data_dir, scorer.rubric)
+    results = evaluate(scorer, data, batch_size=batch_size, progress=not as_json)
+    if out:
+        from zreward.eval.report import write_report
+
+        write_report(results, out)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for key in ("hpa", "margin_hpa", "n_pairs", "plcc", "srcc", "nll", "emd", "ece"):
+        if key in results:
+            click.echo(f"{key:>12}: {results[key]:.4f}" if isinstance(results[key], float) else f"{key:>12}: {results[key]}")
+    for name, d in results.get("dimensions", {}).items():
+        click.echo(f"{name:>12}: " + "  ".join(f"{k} {v:.3f}" for k, v in d.items() if isinstance(v, float)))
+
+
+# --- train ----------------------------------------------------------------------------------------
+@main.group(cls=_Group)
+def train():
+    """Train reward models on standard trainers."""
+
+
+@train.command("sft")
+@click.option("--data", "data_dir", required=True, type=click.Path(),
+              help="A dataset directory, or a folder with train/ (and val/) datasets.")
+@click.option("--out", required=True, type=click.Path(), help="Where to save the model (loads with --model OUT).")
+@click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget.")
+@click.option("--init", default=None, help="'default' (the embedded model) or a checkpoint; none: a fresh tiny model.")
+@click.option("--epochs", default=30.0, show_default=True, type=float, help="Passes over the prompt groups.")
+@click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (cosine decay).")
+@click.option("--backbone", default="qwen2_vl", show_default=True,
+              type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]), help="Family of a fresh model.")
+@click.option("--lora-r", default=0, show_default=True, type=click.IntRange(0), help="LoRA rank (0: full fine-tune).")
+@click.option("--pair-loss-weight", default=0.5, show_default=True, type=float, help="Thurstone pair loss weight.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight, seed):
+    """The SFT student: soft-label CE on annotator histograms (+ Thurstone pairs)."""
+    from zreward.training import sft_config_for, train_sft
+    from zreward.training.data import resolve_splits
+
+    train_set, val_set = resolve_splits(data_dir)
+    cfg = sft_config_for(out, init=init, epochs=epochs, lr=lr, backbone=backbone, lora_r=lora_r,
+                         pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed)
+    train_sft(train_set, out, cfg, val=val_set)
+    log = json.loads((Path(out) / "training_log.json").read_text())
+    click.echo(f"saved {out} ({log['steps']} steps, {log['minutes']:.1f} min, loss {log['train_loss']:.4f})")
+    if "val" in log:
+        v = log["val"]
+        click.echo(f"val: hpa {v['hpa']:.4f}  margin_hpa {v['margin_hpa']:.4f}  plcc {v['plcc']:.4f}")
+
+
+# --- data -----------------------------------------------------------------------------------------
+@main.group(cls=_Group)
+def data():
+    """Build and import datasets."""
+
+
+@data.command("shapeworld")
+@click.option("--out", required=True, type=click.Path(), help="Output folder (train/ val/ test/ ood/).")
+@click.option("--n", default=4000, show_default=True, type=click.IntRange(8), help="Images in all splits.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--image-size", default=112, show_default=True, type=click.IntRange(32),
+              help="Pixels per side (112 for patch-14 backbones, 128 for patch 16).")
+def shapeworld_cmd(out, n, seed, image_size):
+    """Generate ShapeWorld, the synthetic text-to-image preference world."""
+    from zreward.data.shapeworld import generate_shapeworld
+
+    meta = generate_shapeworld(out, n, seed=seed, image_size=image_size, progress=True)
+    click.echo(json.dumps({k: v for k, v in meta.items() if k in ("counts", "noise_ceiling", "oracle")}, indent=2))
+
+
+@data.command("import")
+@click.argument("kind", type=click.Choice(["hpdv2", "pickapic", "imagerewarddb"]))
+@click.argument("src", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output dataset directory.")
+def import_cmd(kind, src, out):
+    """Convert a published preference dataset (HPDv2, Pick-a-Pic, ImageRewardDB) to the zreward format."""
+    from zreward.data.importers import import_dataset
+
+    import_dataset(kind, src, out)
+    click.echo(f"wrote {out}")
+
+
+# --- env ------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def env(as_json):
+    """Versions and which backends are live (ops, engines)."""
+    from zreward.env import environment_report
+
+    report = environment_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for section, items in report.items():
+            click.echo(f"{section}:")
+            for k, v in items.items():
+                click.echo(f"  {k:<22} {v}")
+
+
+def _register_optional():
+    try:
+        from zreward.engines.cli import export_command
+    except ImportError:
+        return
+    main.add_command(export_command, "export")
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Training recipes on standard trainers (Hugging Face Trainer / TRL, PEFT, accelerate)."""
+
+from __future__ import annotations
+
+from zreward.training.sft_config import SFTStudentConfig
+
+
+def sft_config_for(out, *, init=None, epochs=30.0, lr=2e-3, backbone="qwen2_vl", lora_r=0,
+                   pair_loss_weight=0.5, max_minutes=None, seed=0, **overrides) -> SFTStudentConfig:
+    """The recipe's defaults (the ones the embedded model was trained with), ready for the Trainer."""
+    import tempfile
+
+    import torch
+
+    kwargs = dict(
+        output_dir=tempfile.mkdtemp(prefix="zreward-trainer-"), init=init, backbone=backbone, lora_r=lora_r,
+        pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed, num_train_epochs=epochs,
+        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.01,
+        per_device_train_batch_size=8, save_strategy="no", report_to="none", remove_unused_columns=False,
+        dataloader_num_workers=0, logging_steps=50, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False, max_grad_norm=1.0,
+    )
+    kwargs.update(overrides)
+    cfg = SFTStudentConfig(**kwargs)
+    cfg.per_device_train_batch_size = cfg.groups_per_batch
+    return cfg
+
+
+def train_sft(*args, **kwargs):
+    from zreward.training.sft import train_sft as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = ["SFTStudentConfig", "sft_config_for", "train_sft"]

@@ -1,0 +1,22 @@
+"""Finding the training and validation splits of a dataset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zreward.data import load_dataset
+from zreward.data.dataset import POINTS_FILE, PreferenceDataset
+from zreward.errors import InputError
+
+
+def resolve_splits(root) -> tuple[PreferenceDataset, PreferenceDataset | None]:
+    """`root/train` (+ `root/val`) when present (ShapeWorld's layout), else `root` itself with no val."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: dataset directory not found")
+    if (root / "train" / POINTS_FILE).is_file():
+        val = load_dataset(root / "val") if (root / "val" / POINTS_FILE).is_file() else None
+        return load_dataset(root / "train"), val
+    if (root / POINTS_FILE).is_file():
+        return load_dataset(root), None
+    raise InputError(f"{root}: no {POINTS_FILE} (nor train/{POINTS_FILE}) to train on")

@@ -1,0 +1,149 @@
+"""The SFT student on the Hugging Face Trainer: soft-label CE on annotator histograms + Thurstone pairs.
+
+Batches are made of whole prompt groups (every image of a prompt, capped), so the pair loss sees
+the same-prompt pairs that HPA is measured on. Only `compute_loss` is overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
+
+from zreward.data.dataset import PreferenceDataset
+from zreward.errors import InputError
+from zreward.images import load_image
+from zreward.models import ZRewardModel, build_tiny_model, load_model
+from zreward.training.losses import soft_label_ce, thurstone_pair_loss
+from zreward.training.sft_config import SFTStudentConfig
+
+
+class PromptGroups(Dataset):
+    """Items are prompt groups of a PreferenceDataset's points (indices into dataset.points)."""
+
+    def __init__(self, data: PreferenceDataset, max_per_group: int):
+        if not data.points:
+            raise InputError(f"{data.root}: no scored points to train on")
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(data.points):
+            groups.setdefault(p.prompt, []).append(i)
+        self.groups = [idx[:max_per_group] for idx in groups.values()]
+        self.data = data
+        self.hist, self.mask = data.histograms()
+        self.overall = data.human_overall()
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"group": i, "points": self.groups[i]}
+
+
+class GroupCollator:
+    def __init__(self, model: ZRewardModel, groups: PromptGroups):
+        self.model, self.g = model, groups
+
+    def __call__(self, items: list[dict]) -> dict:
+        idx = [j for it in items for j in it["points"]]
+        pts = [self.g.data.points[j] for j in idx]
+        images = [load_image(p.image) for p in pts]
+        batch = self.model.prepare(images, [p.prompt for p in pts])
+        batch["target"] = self.g.hist[idx]
+        batch["target_mask"] = self.g.mask[idx]
+        batch["human_overall"] = self.g.overall[idx].float()
+        batch["group"] = torch.tensor([it["group"] for it in items for _ in it["points"]])
+        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class SFTStudentTrainer(Trainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        target, mask = inputs.pop("target"), inputs.pop("target_mask")
+        human, group = inputs.pop("human_overall"), inputs.pop("group")
+        probs = model(**inputs)
+        loss = soft_label_ce(probs, target, mask)
+        w = self.args.pair_loss_weight
+        if w > 0:
+            core = model.module if hasattr(model, "module") else model
+            # Pairs are ranked on the human overall mean, so images missing a dimension still pair.
+            loss = loss + w * thurstone_pair_loss(probs, core.bin_values, core.bin_values.new_tensor(core.rubric.weights),
+                                                  group, human)
+        return (loss, probs) if return_outputs else loss
+
+
+class TimeLimit(TrainerCallback):
+    """Stops training after a wall-clock budget (checked every step)."""
+
+    def __init__(self, minutes: float):
+        self.deadline = time.monotonic() + 60 * minutes
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() > self.deadline:
+            control.should_training_stop = True
+
+
+def _init_model(cfg: SFTStudentConfig, data: PreferenceDataset) -> ZRewardModel:
+    if cfg.init is None:
+        return build_tiny_model(
+            cfg.backbone, rubric=data.rubric, image_size=cfg.image_size, corpus=data.prompts,
+            seed=cfg.seed_model, hidden=cfg.hidden_size, layers=cfg.num_layers,
+            vision_hidden=cfg.vision_hidden_size, vision_depth=cfg.vision_depth,
+        )
+    return load_model(cfg.init, rubric=data.rubric)
+
+
+def _apply_lora(model: ZRewardModel, cfg: SFTStudentConfig) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      target_modules=[m.strip() for m in cfg.lora_target_modules.split(",") if m.strip()])
+    inject_adapter_in_model(lora, model.backbone)
+    for name, p in model.named_parameters():
+        # The score rows live in lm_head, which LoRA does not adapt: keep it trainable.
+        p.requires_grad = "lora_" in name or "lm_head" in name
+
+
+def merge_lora(model: ZRewardModel) -> None:
+    """Folds injected LoRA adapters into the base weights, leaving a plain HF backbone to save."""
+    from peft.tuners.lora import LoraLayer
+
+    for parent in list(model.backbone.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoraLayer):
+                child.merge()
+                setattr(parent, child_name, child.get_base_layer())
+
+
+def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
+              val: PreferenceDataset | None = None) -> ZRewardModel:
+    """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
+    model = _init_model(cfg, train)
+    model.train()
+    if cfg.lora_r > 0:
+        _apply_lora(model, cfg)
+    groups = PromptGroups(train, cfg.max_images_per_group)
+    callbacks = [TimeLimit(cfg.max_minutes)] if cfg.max_minutes else []
+    trainer = SFTStudentTrainer(model=model, args=cfg, train_dataset=groups,
+                                data_collator=GroupCollator(model, groups), callbacks=callbacks)
+    t0 = time.monotonic()
+    result = trainer.train()
+    minutes = (time.monotonic() - t0) / 60
+    if cfg.lora_r > 0:
+        merge_lora(model)
+    model.eval()
+    model.save_pretrained(out)
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the Trainer's scratch folder; nothing is kept there
+    log = {"train_loss": result.training_loss, "steps": result.global_step, "minutes": minutes,
+           "n_points": len(train.points), "n_groups": len(groups)}
+    if val is not None and val.points:
+        from zreward.eval import evaluate
+
+        log["val"] = evaluate(model, val, progress=False)
+    from zreward.io import atomic_write_text
+
+    atomic_write_text(Path(out) / "training_log.json", json.dumps(log, indent=2))
+    return model

@@ -1,0 +1,50 @@
+"""Configuration of the SFT student recipe (soft-label CE on annotator histograms, as DeQA-Score)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class SFTStudentConfig(TrainingArguments):
+    """TrainingArguments plus the recipe's own knobs; every field has help text (`--help` shows it)."""
+
+    init: str | None = field(
+        default=None,
+        metadata={"help": "Start from 'default' (the embedded model), a zreward checkpoint or base VLM "
+                          "(directory or hub id); None builds a fresh tiny model (the default model's recipe)."},
+    )
+    backbone: str = field(
+        default="qwen2_vl",
+        metadata={"help": "Backbone family for a fresh tiny model: qwen2_vl, qwen2_5_vl, qwen3_vl or qwen3_5."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Square input resolution of a fresh model (default: 4 x patch x merge)."}
+    )
+    hidden_size: int = field(default=128, metadata={"help": "Language model width of a fresh tiny model."})
+    num_layers: int = field(default=4, metadata={"help": "Language model depth of a fresh tiny model."})
+    vision_hidden_size: int = field(default=64, metadata={"help": "Vision tower width of a fresh tiny model."})
+    vision_depth: int = field(default=4, metadata={"help": "Vision tower depth of a fresh tiny model."})
+    pair_loss_weight: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the Thurstone pair loss on same-prompt pairs in a batch (0 disables)."},
+    )
+    groups_per_batch: int = field(
+        default=8,
+        metadata={"help": "Prompt groups per batch; every image of a group is in the batch, so the pair "
+                          "loss sees each same-prompt pair."},
+    )
+    max_images_per_group: int = field(
+        default=6, metadata={"help": "Cap on the images of one prompt group taken into a batch."}
+    )
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "Stop training after this many minutes of wall time (None: no limit)."}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the language model's projections (0: full fine-tuning)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(
+        default="q_proj,k_proj,v_proj,o_proj", metadata={"help": "Comma-separated module names LoRA adapts."}
+    )
+    seed_model: int = field(default=0, metadata={"help": "Seed of a fresh model's random initialization."})
