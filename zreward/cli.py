@@ -84,6 +84,8 @@ def eval_cmd(model, engine, data_dir, as_json, out, batch_size):
     from zreward.data import load_dataset
     from zreward.eval import evaluate
 
+    if not Path(data_dir).is_dir():
+        raise InputError(f"{data_dir}: dataset directory not found")
     scorer = _scorer(model, engine)
     data = load_dataset(data_dir, scorer.rubric)
     results = evaluate(scorer, data, batch_size=batch_size, progress=not as_json)

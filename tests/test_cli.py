@@ -1,0 +1,107 @@
+"""The CLI through click's CliRunner, on a dataset built here and a model trained here."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from zreward.cli import main
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A dataset unlike ShapeWorld: flat-colour images whose score is their brightness, 3 raters."""
+    root = tmp_path_factory.mktemp("toy")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(48):
+        b = rng.random()
+        Image.fromarray(np.full((40, 56, 3), int(b * 255), np.uint8)).save(root / "images" / f"{i}.png")
+        s = 1 + round(b * 8) / 2
+        rows.append({"id": str(i), "prompt": f"a grey card number {i // 4}", "image": f"images/{i}.png",
+                     "scores": {"fidelity": [s, s, s], "aesthetics": [s]}})
+    (root / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(toy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "m"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert "saved" in r.output
+    return out
+
+
+def test_train_writes_loadable_model(trained):
+    assert (trained / "zreward.json").is_file() and (trained / "model.safetensors").is_file()
+    log = json.loads((trained / "training_log.json").read_text())
+    assert log["steps"] > 0 and np.isfinite(log["train_loss"])
+
+
+def test_score_json(trained, toy):
+    imgs = [str(toy / "images" / "0.png"), str(toy / "images" / "1.png")]
+    r = CliRunner().invoke(main, ["score", "--model", str(trained), "--prompt", "a grey card", "--json", *imgs])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert [row["image"] for row in rows] == imgs
+    for row in rows:
+        assert row["prompt"] == "a grey card"
+        assert set(row["overall"]) == {"mean", "std"}
+        assert set(row["dimensions"]) == {"alignment", "fidelity", "aesthetics", "plausibility"}
+        for d in row["dimensions"].values():
+            assert len(d["probs"]) == 9 and abs(sum(d["probs"]) - 1) < 1e-5
+            assert 1.0 <= d["mean"] <= 5.0 and d["std"] >= 0
+
+
+def test_score_table(trained, toy):
+    r = CliRunner().invoke(main, ["score", "-m", str(trained), "-p", "a grey card", str(toy / "images" / "0.png")])
+    assert r.exit_code == 0, r.output
+    assert "overall" in r.output and "fidelity" in r.output and "±" in r.output
+
+
+def test_eval_json(trained, toy, tmp_path):
+    r = CliRunner().invoke(main, ["eval", "--model", str(trained), "--data", str(toy), "--json", "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    for key in ("hpa", "margin_hpa", "n_pairs", "plcc"):
+        assert key in res
+    assert res["n_pairs"] > 0
+    assert set(res["dimensions"]) >= {"fidelity", "aesthetics"}
+    assert (tmp_path / "rep" / "metrics.json").is_file() and (tmp_path / "rep" / "reliability.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["score", "-p", "a cat", "missing.png"], "missing.png"),
+        (["score", "-p", "  ", "x.png"], "empty"),
+        (["eval", "--data", "/nonexistent/dir"], "/nonexistent/dir"),
+        (["train", "sft", "--data", "/nonexistent/dir", "--out", "x"], "/nonexistent/dir"),
+    ],
+)
+def test_errors_are_one_line(args, needle, trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if args[0] == "score":
+        args = [args[0], "--model", str(trained), *args[1:]]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0
+    assert needle in r.output
+    assert "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_malformed_jsonl_names_file_and_line(trained, tmp_path):
+    (tmp_path / "points.jsonl").write_text('{"prompt": "a", "image": "x.png", "scores": {}}\n{not json\n')
+    r = CliRunner().invoke(main, ["eval", "--model", str(trained), "--data", str(tmp_path)])
+    assert r.exit_code != 0 and "points.jsonl:" in r.output and "Traceback" not in r.output
+
+
+def test_env_reports_backends():
+    r = CliRunner().invoke(main, ["env", "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["versions"]["torch"] and "score_head" in rep and "engines" in rep
