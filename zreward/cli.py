@@ -167,7 +167,8 @@ def shapeworld_cmd(out, n, seed, image_size):
     from zreward.data.shapeworld import generate_shapeworld
 
     meta = generate_shapeworld(out, n, seed=seed, image_size=image_size, progress=True)
-    click.echo(json.dumps({k: v for k, v in meta.items() if k in ("counts", "noise_ceiling", "oracle")}, indent=2))
+    summary = {s: {k: v[k] for k in ("images", "pairs", "noise_ceiling_hpa")} for s, v in meta["splits"].items()}
+    click.echo(json.dumps({"splits": summary, "oracle_alignment_agreement": meta.get("oracle_alignment_agreement")}, indent=2))
 
 
 @data.command("import")
