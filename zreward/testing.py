@@ -39,5 +39,12 @@ def has_triton() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def has_ext(device_type: str = "cpu") -> bool:
+    """Whether the compiled extension zreward._C is loaded with kernels for `device_type`."""
+    from zreward.ops import extension
+
+    return extension.has_kernels(device_type)
+
+
 def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
