@@ -79,13 +79,13 @@ class ZRewardModel(nn.Module):
     def forward(self, input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
                 read_positions) -> torch.Tensor:
         """Returns probs (B, D, K) float32."""
-        from zreward.ops.score_head import score_head
+        from zreward.ops import score_head
 
         hidden = self.slot_hidden(input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
                                   read_positions)
         b, d, h = hidden.shape
         probs, _, _ = score_head(hidden.reshape(b * d, h), self.score_head_weight(), self.bin_values,
-                                 temperature=self.temperature, backend="reference")
+                                 temperature=self.temperature)
         return probs.view(b, d, -1)
 
     def prepare(self, images: torch.Tensor | list[torch.Tensor], prompts: Sequence[str],

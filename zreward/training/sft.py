@@ -32,7 +32,8 @@ class PromptGroups(Dataset):
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(data.points):
             groups.setdefault(p.prompt, []).append(i)
-        self.groups = [idx[:max_per_group] for idx in groups.values()]
+        # Large groups are split into chunks (not truncated), so every point is seen each epoch.
+        self.groups = [idx[s : s + max_per_group] for idx in groups.values() for s in range(0, len(idx), max_per_group)]
         self.data = data
         self.hist, self.mask = data.histograms()
         self.overall = data.human_overall()

@@ -37,7 +37,7 @@ class SFTStudentConfig(TrainingArguments):
                           "loss sees each same-prompt pair."},
     )
     max_images_per_group: int = field(
-        default=6, metadata={"help": "Cap on the images of one prompt group taken into a batch."}
+        default=6, metadata={"help": "Larger prompt groups are split into chunks of at most this many images."}
     )
     max_minutes: float | None = field(
         default=None, metadata={"help": "Stop training after this many minutes of wall time (None: no limit)."}
