@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -105,3 +106,15 @@ def test_env_reports_backends():
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
     assert rep["versions"]["torch"] and "score_head" in rep and "engines" in rep
+
+
+def test_lora_fine_tune_from_checkpoint(trained, toy, tmp_path):
+    out = tmp_path / "lora"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--init", str(trained),
+                                  "--lora-r", "4", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    from safetensors.torch import load_file
+
+    before, after = load_file(trained / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(before) == set(after)  # adapters were merged: a plain checkpoint, same tensors
+    assert any(not torch.equal(before[k], after[k]) for k in before)
