@@ -118,3 +118,13 @@ def test_lora_fine_tune_from_checkpoint(trained, toy, tmp_path):
     before, after = load_file(trained / "model.safetensors"), load_file(out / "model.safetensors")
     assert set(before) == set(after)  # adapters were merged: a plain checkpoint, same tensors
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_max_minutes_fits_the_schedule(toy, tmp_path):
+    out = tmp_path / "budget"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--epochs", "1000",
+                                  "--max-minutes", "0.15"])
+    assert r.exit_code == 0, r.output
+    log = json.loads((out / "training_log.json").read_text())
+    assert 0 < log["steps"] < 1000 * 2  # 1000 epochs of 2 steps would never fit in 9 seconds
+    assert log["minutes"] < 0.5

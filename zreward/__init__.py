@@ -14,6 +14,7 @@ __all__ = [
     "default_rubric",
     "five_level_rubric",
     "load",
+    "load_engine",
     "make_rubric",
 ]
 
@@ -23,3 +24,10 @@ def load(model=None, **kwargs):
     from zreward.models import load_model
 
     return load_model(model, **kwargs)
+
+
+def load_engine(path, **kwargs):
+    """Loads a compiled engine directory written by `zreward export` (validated; same `score` API)."""
+    from zreward.engines import load_engine as _load
+
+    return _load(path, **kwargs)

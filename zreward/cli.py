@@ -128,7 +128,7 @@ def train():
 @click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget.")
 @click.option("--init", default=None, help="'default' (the embedded model) or a checkpoint; none: a fresh tiny model.")
 @click.option("--epochs", default=30.0, show_default=True, type=float, help="Passes over the prompt groups.")
-@click.option("--lr", default=2e-3, show_default=True, type=float, help="Peak learning rate (cosine decay).")
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (cosine decay).")
 @click.option("--backbone", default="qwen2_vl", show_default=True,
               type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]), help="Family of a fresh model.")
 @click.option("--lora-r", default=0, show_default=True, type=click.IntRange(0), help="LoRA rank (0: full fine-tune).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from zreward.training.sft_config import SFTStudentConfig
 
 
-def sft_config_for(out, *, init=None, epochs=30.0, lr=2e-3, backbone="qwen2_vl", lora_r=0,
+def sft_config_for(out, *, init=None, epochs=30.0, lr=1e-3, backbone="qwen2_vl", lora_r=0,
                    pair_loss_weight=0.5, max_minutes=None, seed=0, **overrides) -> SFTStudentConfig:
     """The recipe's defaults (the ones the embedded model was trained with), ready for the Trainer."""
     import tempfile

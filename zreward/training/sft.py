@@ -119,6 +119,28 @@ def merge_lora(model: ZRewardModel) -> None:
                 setattr(parent, child_name, child.get_base_layer())
 
 
+def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator, cfg: SFTStudentConfig) -> None:
+    """Shortens the run so that the whole cosine schedule fits in --max-minutes.
+
+    Times a few forward+backward passes (weights untouched) and caps max_steps; the TimeLimit
+    callback stays as a safety net.
+    """
+    steps_per_epoch = -(-len(groups) // cfg.per_device_train_batch_size)
+    planned = cfg.max_steps if cfg.max_steps > 0 else int(steps_per_epoch * cfg.num_train_epochs)
+    n = min(3, len(groups))
+    t0 = time.monotonic()
+    for i in range(n):
+        batch = collator([groups[(i * 97) % len(groups)] for _ in range(cfg.per_device_train_batch_size)])
+        for key in ("target", "target_mask", "human_overall", "group"):
+            batch.pop(key)
+        model(**batch).sum().backward()
+    model.zero_grad(set_to_none=True)
+    per_step = (time.monotonic() - t0) / n * 1.15  # the optimizer step and logging on top
+    fits = int(cfg.max_minutes * 60 * 0.92 / per_step)
+    if fits < planned:
+        cfg.max_steps = max(fits, 1)
+
+
 def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
               val: PreferenceDataset | None = None) -> ZRewardModel:
     """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
@@ -127,9 +149,13 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     if cfg.lora_r > 0:
         _apply_lora(model, cfg)
     groups = PromptGroups(train, cfg.max_images_per_group)
-    callbacks = [TimeLimit(cfg.max_minutes)] if cfg.max_minutes else []
+    collator = GroupCollator(model, groups)
+    callbacks = []
+    if cfg.max_minutes:
+        callbacks.append(TimeLimit(cfg.max_minutes))
+        _fit_schedule_to_budget(model, groups, collator, cfg)
     trainer = SFTStudentTrainer(model=model, args=cfg, train_dataset=groups,
-                                data_collator=GroupCollator(model, groups), callbacks=callbacks)
+                                data_collator=collator, callbacks=callbacks)
     t0 = time.monotonic()
     result = trainer.train()
     minutes = (time.monotonic() - t0) / 60
