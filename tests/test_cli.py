@@ -105,7 +105,8 @@ def test_env_reports_backends():
     r = CliRunner().invoke(main, ["env", "--json"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output)
-    assert rep["versions"]["torch"] and "score_head" in rep and "engines" in rep
+    assert rep["versions"]["torch"] and rep["score_head"]["reference"]["live"]
+    assert set(rep["engines"]) == {"onnxruntime", "aoti", "tensorrt"}
 
 
 def test_lora_fine_tune_from_checkpoint(trained, toy, tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 BACKENDS = ("onnxruntime", "aoti", "tensorrt")
 
-__all__ = ["BACKENDS", "export_engine", "load_engine"]
+__all__ = ["BACKENDS", "engine_backends", "export_engine", "load_engine"]
 
 
 def load_engine(path, providers=None, device=None, verify_hashes: bool = True, threads=None):
@@ -27,3 +27,10 @@ def export_engine(model, out, options=None, source=None, log=None, **overrides) 
     from zreward.engines.exporter import export_engine as _export
 
     return _export(model, out, options, source=source, log=log, **overrides)
+
+
+def engine_backends() -> dict:
+    """{backend: "available" | the reason it is not} for `zreward env`."""
+    from zreward.engines.artifact import backend_unavailable
+
+    return {b: backend_unavailable(b) or "available" for b in BACKENDS}
