@@ -143,31 +143,15 @@ class Engine:
         return self.runner(inputs)
 
     def score(self, images, prompts, batch_size: int = 32, progress: bool = False) -> ScoreDistribution:
-        """images: PIL / paths / uint8 arrays / float tensors in [0, 1] -> ScoreDistribution (B, D, K)."""
-        from zreward.images import load_images
+        """images: PIL / paths / uint8 arrays / float tensors in [0, 1] -> ScoreDistribution (B, D, K).
 
-        if not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4):
-            images = [images]
-        n = len(images)
-        if isinstance(prompts, str):
-            prompts = [prompts] * n
-        if len(prompts) != n:
-            raise InputError(f"got {n} images but {len(prompts)} prompts")
-        if n == 0:
-            raise InputError("no images to score")
-        if int(batch_size) < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        step = min(int(batch_size), self.max_batch)
-        starts = range(0, n, step)
-        if progress:
-            from tqdm.auto import tqdm
+        Batches above the engine's maximum are split.
+        """
+        from zreward.scoring import score_in_batches
 
-            starts = tqdm(starts, total=(n + step - 1) // step, desc="scoring", unit="batch")
-        chunks = []
-        for s in starts:
-            batch = load_images(images[s:s + step])
-            chunks.append(self.runner(self.host(batch, list(prompts[s:s + step])))[0])
-        return ScoreDistribution(torch.cat(chunks), self.rubric)
+        step = min(int(batch_size), self.max_batch) if int(batch_size) >= 1 else batch_size
+        return score_in_batches(lambda ims, ps: self.runner(self.host(ims, ps))[0], self.rubric, images, prompts,
+                                step, progress)
 
 
 def make_host(root: Path, manifest: dict):

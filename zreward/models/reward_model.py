@@ -17,7 +17,7 @@ from torch import nn
 
 from zreward.distribution import ScoreDistribution
 from zreward.errors import InputError
-from zreward.images import check_image_tensor, load_images
+from zreward.images import check_image_tensor
 from zreward.models.backbones import Family, family_of
 from zreward.models.processing import PromptEncoder, PromptTemplate, preprocess_images
 from zreward.rubric import Rubric
@@ -119,30 +119,15 @@ class ZRewardModel(nn.Module):
     def score(self, images, prompts: Sequence[str] | str, batch_size: int = 32,
               progress: bool = False) -> ScoreDistribution:
         """images: PIL / paths / uint8 arrays / float tensors in [0, 1] -> ScoreDistribution (B, D, K)."""
-        if not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4):
-            images = [images]
-        n = len(images)
-        if isinstance(prompts, str):
-            prompts = [prompts] * n
-        if len(prompts) != n:
-            raise InputError(f"got {n} images but {len(prompts)} prompts")
-        if n == 0:
-            raise InputError("no images to score")
+        from zreward.scoring import score_in_batches
+
         was_training = self.training
         self.eval()
         try:
-            chunks = []
-            bar = range(0, n, batch_size)
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(bar, total=(n + batch_size - 1) // batch_size, desc="scoring", unit="batch")
-            for s in bar:
-                batch = load_images(images[s : s + batch_size])
-                chunks.append(self(**self.prepare(batch, prompts[s : s + batch_size])).float().cpu())
+            return score_in_batches(lambda ims, ps: self(**self.prepare(ims, ps)), self.rubric, images, prompts,
+                                    batch_size, progress)
         finally:
             self.train(was_training)
-        return ScoreDistribution(torch.cat(chunks), self.rubric)
 
     # --- persistence ------------------------------------------------------------------------------
     def spec(self) -> dict:

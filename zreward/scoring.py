@@ -1,0 +1,37 @@
+"""The batched scoring loop shared by the PyTorch model and compiled engines (one behaviour for both)."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from zreward.distribution import ScoreDistribution
+from zreward.errors import InputError
+from zreward.images import load_images
+from zreward.rubric import Rubric
+
+
+def score_in_batches(run: Callable[[list[torch.Tensor], list[str]], torch.Tensor], rubric: Rubric, images,
+                     prompts: Sequence[str] | str, batch_size: int = 32, progress: bool = False) -> ScoreDistribution:
+    """images: PIL / paths / uint8 arrays / float tensors in [0, 1]; `run` maps one batch of [0, 1]
+    tensors and prompts to probs (b, D, K). Images are decoded one batch at a time."""
+    if not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4):
+        images = [images]
+    n = len(images)
+    if isinstance(prompts, str):
+        prompts = [prompts] * n
+    if len(prompts) != n:
+        raise InputError(f"got {n} images but {len(prompts)} prompts")
+    if n == 0:
+        raise InputError("no images to score")
+    if int(batch_size) < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    starts = range(0, n, int(batch_size))
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc="scoring", unit="batch")
+    chunks = [run(load_images(images[s : s + batch_size]), list(prompts[s : s + batch_size])).float().cpu()
+              for s in starts]
+    return ScoreDistribution(torch.cat(chunks), rubric)
