@@ -129,3 +129,14 @@ def test_max_minutes_fits_the_schedule(toy, tmp_path):
     log = json.loads((out / "training_log.json").read_text())
     assert 0 < log["steps"] < 1000 * 2  # 1000 epochs of 2 steps would never fit in 9 seconds
     assert log["minutes"] < 0.5
+
+
+def test_embedded_default_model_scores_and_demo_runs(toy):
+    img = str(toy / "images" / "3.png")
+    r = CliRunner().invoke(main, ["score", "--prompt", "a grey card", "--json", img])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)[0]
+    assert row["image"] == img and len(row["dimensions"]["alignment"]["probs"]) == 9
+    r = CliRunner().invoke(main, ["demo", "--n", "120", "--seed", "7"])
+    assert r.exit_code == 0, r.output
+    assert "HPA" in r.output and "noise ceiling" in r.output and "P(image 0 > image 1)" in r.output

@@ -75,7 +75,7 @@ def score(model, engine, prompt, as_json, batch_size, dtype, device, images):
 @main.command()
 @click.option("--model", "-m", default=None, help="Checkpoint directory or hub id (default: the embedded model).")
 @click.option("--seed", default=1234, show_default=True, type=int, help="Seed of the fresh ShapeWorld sample.")
-@click.option("--n", default=240, show_default=True, type=click.IntRange(40), help="Images to generate.")
+@click.option("--n", default=800, show_default=True, type=click.IntRange(40), help="Images to generate.")
 def demo(model, seed, n):
     """Score fresh ShapeWorld images with the model and evaluate it on them."""
     from zreward.demo import run_demo

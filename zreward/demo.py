@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 
-def run_demo(model=None, seed: int = 1234, n: int = 240, batch_size: int = 32) -> dict:
+def run_demo(model=None, seed: int = 1234, n: int = 800, batch_size: int = 32) -> dict:
     """Generates a small ShapeWorld (its own seed), scores one prompt group, evaluates the test split."""
     from zreward.data import load_dataset
     from zreward.data.shapeworld import generate_shapeworld
