@@ -140,3 +140,31 @@ def test_embedded_default_model_scores_and_demo_runs(toy):
     r = CliRunner().invoke(main, ["demo", "--n", "120", "--seed", "7"])
     assert r.exit_code == 0, r.output
     assert "HPA" in r.output and "noise ceiling" in r.output and "P(image 0 > image 1)" in r.output
+
+
+def test_data_shapeworld_command(tmp_path):
+    out = tmp_path / "sw"
+    r = CliRunner().invoke(main, ["data", "shapeworld", "--out", str(out), "--n", "48", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{"):])
+    assert set(summary["splits"]) == {"train", "val", "test", "ood"}
+    for split in ("train", "val", "test", "ood"):
+        assert (out / split / "points.jsonl").is_file() and (out / split / "pairs.jsonl").is_file()
+
+
+def test_data_import_command(tmp_path):
+    src = tmp_path / "irdb"
+    (src / "images").mkdir(parents=True)
+    rows = []
+    for k, (a, f, rank) in enumerate([(7, 6, 1), (3, 5, 2), (1, 2, 3)]):
+        Image.fromarray(np.full((16, 16, 3), 40 * k, np.uint8)).save(src / "images" / f"{k}.png")
+        rows.append({"prompt_id": "p0", "prompt": "a cat", "image_path": f"images/{k}.png", "rank": rank,
+                     "image_text_alignment_rating": a, "fidelity_rating": f, "overall_rating": 8 - rank})
+    (src / "test.json").write_text(json.dumps(rows))
+    r = CliRunner().invoke(main, ["data", "import", "imagerewarddb", str(src / "test.json"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    from zreward.data import load_dataset
+
+    ds = load_dataset(tmp_path / "out")
+    assert len(ds.points) == 3 and ds.points[0].scores == {"alignment": [5.0], "fidelity": [4.5]}
+    assert sorted(q.preference for q in ds.pairs) == ["a", "a", "a"]
