@@ -21,10 +21,6 @@ ENGINE_PROBS_ATOL = 1e-4
 BATCH_INVARIANCE_ATOL = 1e-5
 
 
-def tolerance(dtype: torch.dtype) -> tuple[float, float]:
-    return TOLERANCES[dtype]
-
-
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = ""):
     """torch.testing.assert_close with the table's tolerance for `dtype` (default: actual's dtype)."""
     atol, rtol = TOLERANCES[dtype or actual.dtype]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import re
 import shutil
@@ -50,7 +49,7 @@ from typing import Iterable, Iterator
 
 from zreward.data.dataset import Pair, Point, _text, load_dataset, write_dataset
 from zreward.errors import InputError
-from zreward.io import atomic_dir, read_jsonl
+from zreward.io import atomic_dir, read_json, read_jsonl
 from zreward.rubric import Rubric, default_rubric
 
 IMAGEREWARD_SCALE = (1.0, 7.0)
@@ -146,12 +145,7 @@ def _find(rel, bases: list[Path], where: str) -> Path:
 def _json_rows(file: Path) -> list:
     if file.suffix == ".jsonl":
         return [obj for _, obj in read_jsonl(file)]
-    if not file.is_file():
-        raise InputError(f"{file}: file not found")
-    try:
-        rows = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{file}:{e.lineno}: malformed JSON ({e.msg})") from None
+    rows = read_json(file)
     if not isinstance(rows, list):
         raise InputError(f"{file}: expected a JSON list of entries, got {type(rows).__name__}")
     return rows

@@ -17,11 +17,11 @@ NAME is a file in the repository's export/profiles/ (or in $ZREWARD_EXPORT_PROFI
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from zreward.errors import InputError
+from zreward.io import read_json
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "export" / "profiles"
 KEYS = {"description", "backend", "precision", "device", "batch", "resolution", "providers", "tensorrt", "triton"}
@@ -44,10 +44,7 @@ def load_profile(name: str) -> dict:
         if not found:
             raise InputError(f"unknown export profile {name!r}; available: {list_profiles()}")
         path = found[0]
-    try:
-        profile = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: malformed profile ({e.msg})") from None
+    profile = read_json(path, "profile")
     if not isinstance(profile, dict):
         raise InputError(f"{path}: a profile must be a JSON object")
     unknown = sorted(set(profile) - KEYS)

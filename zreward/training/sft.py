@@ -157,13 +157,15 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     trainer = SFTStudentTrainer(model=model, args=cfg, train_dataset=groups,
                                 data_collator=collator, callbacks=callbacks)
     t0 = time.monotonic()
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the Trainer's scratch folder; nothing is kept there
     minutes = (time.monotonic() - t0) / 60
     if cfg.lora_r > 0:
         merge_lora(model)
     model.eval()
     model.save_pretrained(out)
-    shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the Trainer's scratch folder; nothing is kept there
     log = {"train_loss": result.training_loss, "steps": result.global_step, "minutes": minutes,
            "n_points": len(train.points), "n_groups": len(groups)}
     if val is not None and val.points:
