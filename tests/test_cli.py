@@ -128,6 +128,8 @@ def test_max_minutes_fits_the_schedule(toy, tmp_path):
     assert r.exit_code == 0, r.output
     log = json.loads((out / "training_log.json").read_text())
     assert 0 < log["steps"] < 1000 * 2  # 1000 epochs of 2 steps would never fit in 9 seconds
+    assert log["vision_warmup"]["steps"] > 0  # a fresh model warms its vision tower up inside the budget
+    assert log["vision_warmup"]["minutes"] + log["minutes"] < 0.15 * 1.5
     assert log["minutes"] < 0.5
 
 

@@ -128,20 +128,27 @@ def train():
 @click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget.")
 @click.option("--init", default=None, help="'default' (the embedded model) or a checkpoint; none: a fresh tiny model.")
 @click.option("--epochs", default=30.0, show_default=True, type=float, help="Passes over the prompt groups.")
-@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (cosine decay).")
+@click.option("--lr", default=None, type=float, help="Peak learning rate (cosine decay)  [default: 2e-4].")
 @click.option("--backbone", default="qwen2_vl", show_default=True,
               type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]), help="Family of a fresh model.")
 @click.option("--lora-r", default=0, show_default=True, type=click.IntRange(0), help="LoRA rank (0: full fine-tune).")
 @click.option("--pair-loss-weight", default=0.5, show_default=True, type=float, help="Thurstone pair loss weight.")
+@click.option("--vision-warmup-minutes", default=None, type=click.FloatRange(min=0),
+              help="Vision warm-up before the student, part of --max-minutes  [default: 30% of --max-minutes "
+                   "for a fresh model; 0 with --init or without --max-minutes].")
 @click.option("--seed", default=0, show_default=True, type=int)
-def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight, seed):
+def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight,
+                  vision_warmup_minutes, seed):
     """The SFT student: soft-label CE on annotator histograms (+ Thurstone pairs)."""
     from zreward.training import sft_config_for, train_sft
     from zreward.training.data import resolve_splits
 
     train_set, val_set = resolve_splits(data_dir)
-    cfg = sft_config_for(out, init=init, epochs=epochs, lr=lr, backbone=backbone, lora_r=lora_r,
-                         pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed)
+    from zreward.training import LR
+
+    cfg = sft_config_for(out, init=init, epochs=epochs, lr=LR if lr is None else lr, backbone=backbone,
+                         lora_r=lora_r, pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed,
+                         vision_warmup_minutes=vision_warmup_minutes)
     train_sft(train_set, out, cfg, val=val_set)
     log = json.loads((Path(out) / "training_log.json").read_text())
     click.echo(f"saved {out} ({log['steps']} steps, {log['minutes']:.1f} min, loss {log['train_loss']:.4f})")

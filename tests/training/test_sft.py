@@ -41,3 +41,31 @@ def test_thurstone_pair_loss_has_gradients():
                                torch.tensor([0, 0, 1, 1]), torch.tensor([3.0, 4.0, 2.0, 2.0]))
     loss.backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_vision_warmup_trains_only_the_vision_tower(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from zreward.data import load_dataset
+    from zreward.models import build_tiny_model
+    from zreward.training import sft_config_for
+    from zreward.training.vision_warmup import warm_up_vision
+
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(8):
+        Image.fromarray(np.full((56, 56, 3), 30 * i, np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        rows.append({"prompt": f"card {i // 2}", "image": f"images/{i}.png", "scores": {"fidelity": [1.0 + i / 2]}})
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_dataset(tmp_path)
+    model = build_tiny_model("qwen2_vl", corpus=data.prompts)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = sft_config_for(tmp_path / "out")
+    log = warm_up_vision(model, data, cfg, minutes=0.05, lr=1e-3, batch_size=4)
+    assert log["steps"] >= 1 and math.isfinite(log["loss"])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(".visual." in k or k.startswith("backbone.model.visual") for k in changed), changed
+    assert not any("language_model" in k or "lm_head" in k for k in changed)

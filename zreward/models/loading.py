@@ -122,7 +122,7 @@ def build_tiny_model(model_type: str = "qwen2_vl", rubric: Rubric | None = None,
     """A randomly initialized tiny reward model with the real family's classes and a local tokenizer."""
     from transformers import AutoModelForImageTextToText
 
-    from zreward.models.backbones import FAMILIES, tiny_config
+    from zreward.models.backbones import family_of, tiny_config
 
     rubric = rubric or default_rubric()
     tokenizer = build_tokenizer(rubric, corpus)
@@ -133,6 +133,5 @@ def build_tiny_model(model_type: str = "qwen2_vl", rubric: Rubric | None = None,
     torch.manual_seed(seed)
     config._attn_implementation = "sdpa"
     backbone = AutoModelForImageTextToText.from_config(config)
-    family = FAMILIES[model_type]
-    image_size = image_size or family.factor * 4
+    image_size = image_size or family_of(config).factor * 4
     return ZRewardModel(backbone, tokenizer, rubric, image_size).eval()

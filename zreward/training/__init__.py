@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from zreward.training.sft_config import SFTStudentConfig
 
+# Peak learning rate of the student. Higher rates (3e-4 and up) collapse a fresh tiny model onto the
+# marginal within a few steps (bench/results/default_model.json has the measurements).
+LR = 2e-4
 
-def sft_config_for(out, *, init=None, epochs=30.0, lr=1e-3, backbone="qwen2_vl", lora_r=0,
-                   pair_loss_weight=0.5, max_minutes=None, seed=0, **overrides) -> SFTStudentConfig:
+
+def default_vision_warmup_minutes(init, max_minutes) -> float:
+    """A fresh tiny model gets 30% of --max-minutes; a loaded model, or a run without a budget, none."""
+    if init is not None or not max_minutes:
+        return 0.0
+    return 0.3 * max_minutes
+
+
+def sft_config_for(out, *, init=None, epochs=30.0, lr=LR, backbone="qwen2_vl", lora_r=0,
+                   pair_loss_weight=0.5, max_minutes=None, seed=0, vision_warmup_minutes=None,
+                   **overrides) -> SFTStudentConfig:
     """The recipe's defaults (the ones the embedded model was trained with), ready for the Trainer."""
     import tempfile
 
@@ -19,6 +31,8 @@ def sft_config_for(out, *, init=None, epochs=30.0, lr=1e-3, backbone="qwen2_vl",
         per_device_train_batch_size=8, save_strategy="no", report_to="none", remove_unused_columns=False,
         dataloader_num_workers=0, logging_steps=50, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False, max_grad_norm=1.0,
+        vision_warmup_minutes=(default_vision_warmup_minutes(init, max_minutes) if vision_warmup_minutes is None
+                               else vision_warmup_minutes),
     )
     kwargs.update(overrides)
     cfg = SFTStudentConfig(**kwargs)
@@ -32,4 +46,4 @@ def train_sft(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-__all__ = ["SFTStudentConfig", "sft_config_for", "train_sft"]
+__all__ = ["LR", "SFTStudentConfig", "default_vision_warmup_minutes", "sft_config_for", "train_sft"]

@@ -47,4 +47,10 @@ class SFTStudentConfig(TrainingArguments):
     lora_target_modules: str = field(
         default="q_proj,k_proj,v_proj,o_proj", metadata={"help": "Comma-separated module names LoRA adapts."}
     )
+    vision_warmup_minutes: float = field(
+        default=0.0,
+        metadata={"help": "Minutes of vision warm-up before the student (vision tower + a pooled linear probe on "
+                          "the histograms; see zreward.training.vision_warmup). 0 skips it."},
+    )
+    vision_warmup_lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of the vision warm-up."})
     seed_model: int = field(default=0, metadata={"help": "Seed of a fresh model's random initialization."})
