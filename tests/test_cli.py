@@ -170,3 +170,12 @@ def test_data_import_command(tmp_path):
     ds = load_dataset(tmp_path / "out")
     assert len(ds.points) == 3 and ds.points[0].scores == {"alignment": [5.0], "fidelity": [4.5]}
     assert sorted(q.preference for q in ds.pairs) == ["a", "a", "a"]
+
+
+def test_caption_loss_trains(toy, tmp_path):
+    out = tmp_path / "cap"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--epochs", "1",
+                                  "--caption-loss-weight", "0.5"])
+    assert r.exit_code == 0, r.output
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["steps"] > 0 and np.isfinite(log["train_loss"])

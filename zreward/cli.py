@@ -136,9 +136,11 @@ def train():
 @click.option("--vision-warmup-minutes", default=None, type=click.FloatRange(min=0),
               help="Vision warm-up before the student, part of --max-minutes  [default: 30% of --max-minutes "
                    "for a fresh model; 0 with --init or without --max-minutes].")
+@click.option("--caption-loss-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Auxiliary captioning loss on the prompt tokens of well-aligned images (helps alignment).")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight,
-                  vision_warmup_minutes, seed):
+                  vision_warmup_minutes, caption_loss_weight, seed):
     """The SFT student: soft-label CE on annotator histograms (+ Thurstone pairs)."""
     from zreward.training import sft_config_for, train_sft
     from zreward.training.data import resolve_splits
@@ -148,7 +150,7 @@ def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r
 
     cfg = sft_config_for(out, init=init, epochs=epochs, lr=LR if lr is None else lr, backbone=backbone,
                          lora_r=lora_r, pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed,
-                         vision_warmup_minutes=vision_warmup_minutes)
+                         vision_warmup_minutes=vision_warmup_minutes, caption_loss_weight=caption_loss_weight)
     train_sft(train_set, out, cfg, val=val_set)
     log = json.loads((Path(out) / "training_log.json").read_text())
     click.echo(f"saved {out} ({log['steps']} steps, {log['minutes']:.1f} min, loss {log['train_loss']:.4f})")

@@ -69,3 +69,13 @@ def test_vision_warmup_trains_only_the_vision_tower(tmp_path):
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(".visual." in k or k.startswith("backbone.model.visual") for k in changed), changed
     assert not any("language_model" in k or "lm_head" in k for k in changed)
+
+
+def test_caption_loss_predicts_the_next_token():
+    from zreward.training.losses import caption_loss
+
+    input_ids = torch.tensor([[5, 7, 9, 2]])
+    mask = torch.tensor([[False, True, True, False]])  # positions 1 and 2 predict tokens 9 and 2
+    logits = torch.randn(2, 12)
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([9, 2]))
+    torch.testing.assert_close(caption_loss(logits, input_ids, mask), expected)

@@ -26,6 +26,11 @@ FORMAT_VERSION = 1
 SPEC_FILE = "zreward.json"
 
 
+def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """hidden (B, L, H), positions (B, D) -> (B, D, H)."""
+    return hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
 class ZRewardModel(nn.Module):
     def __init__(self, backbone, tokenizer, rubric: Rubric, image_size: int,
                  template: PromptTemplate | None = None, temperature: float = 1.0):
@@ -65,24 +70,31 @@ class ZRewardModel(nn.Module):
         """(K, H): the lm_head rows of the score tokens."""
         return self.backbone.get_output_embeddings().weight[self.score_token_ids]
 
-    def slot_hidden(self, input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
-                    read_positions) -> torch.Tensor:
-        """(B, D, H) final hidden states at the read positions."""
+    def hidden_states(self, input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw) -> torch.Tensor:
+        """(B, L, H) final hidden states of every position."""
         out = self.backbone.model(
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
             image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids, use_cache=False,
         )
-        hidden = out.last_hidden_state
-        idx = read_positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        return hidden.gather(1, idx)
+        return out.last_hidden_state
+
+    def slot_hidden(self, input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
+                    read_positions) -> torch.Tensor:
+        """(B, D, H) final hidden states at the read positions."""
+        hidden = self.hidden_states(input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw)
+        return gather_positions(hidden, read_positions)
 
     def forward(self, input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
                 read_positions) -> torch.Tensor:
         """Returns probs (B, D, K) float32."""
-        from zreward.ops import score_head
-
         hidden = self.slot_hidden(input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
                                   read_positions)
+        return self.slot_probs(hidden)
+
+    def slot_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, D, H) read-position hidden states -> probs (B, D, K) float32."""
+        from zreward.ops import score_head
+
         b, d, h = hidden.shape
         probs, _, _ = score_head(hidden.reshape(b * d, h), self.score_head_weight(), self.bin_values,
                                  temperature=self.temperature)

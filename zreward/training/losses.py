@@ -38,3 +38,12 @@ def thurstone_pair_loss(probs: torch.Tensor, values: torch.Tensor, weights: torc
     gap = human[ia] - human[ib]
     target = torch.where(gap.abs() < 1e-9, torch.full_like(gap, 0.5), (gap > 0).to(gap.dtype)).to(p.dtype)
     return torch.nn.functional.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), target)
+
+
+def caption_loss(logits: torch.Tensor, input_ids: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token CE on the prompt tokens, which follow the image in the template: image captioning.
+
+    logits: (N, V) at the positions where caption_mask (B, L) is True, each predicting the token after it.
+    """
+    targets = input_ids[:, 1:][caption_mask[:, :-1]]
+    return torch.nn.functional.cross_entropy(logits.float(), targets)

@@ -19,7 +19,8 @@ from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
 from zreward.models import ZRewardModel, build_tiny_model, load_model
-from zreward.training.losses import soft_label_ce, thurstone_pair_loss
+from zreward.models.reward_model import gather_positions
+from zreward.training.losses import caption_loss, soft_label_ce, thurstone_pair_loss
 from zreward.training.sft_config import SFTStudentConfig
 
 
@@ -46,8 +47,8 @@ class PromptGroups(Dataset):
 
 
 class GroupCollator:
-    def __init__(self, model: ZRewardModel, groups: PromptGroups):
-        self.model, self.g = model, groups
+    def __init__(self, model: ZRewardModel, groups: PromptGroups, caption: bool = False):
+        self.model, self.g, self.caption = model, groups, caption
 
     def __call__(self, items: list[dict]) -> dict:
         idx = [j for it in items for j in it["points"]]
@@ -58,18 +59,44 @@ class GroupCollator:
         batch["target_mask"] = self.g.mask[idx]
         batch["human_overall"] = self.g.overall[idx].float()
         batch["group"] = torch.tensor([it["group"] for it in items for _ in it["points"]])
+        if self.caption:
+            batch["caption_mask"] = self._caption_mask(pts, batch["input_ids"].shape[1])
         return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+    def _caption_mask(self, pts, length: int) -> torch.Tensor:
+        """(B, L) True at the positions that predict a prompt token, for images rated well aligned."""
+        enc, r = self.model.encoder, self.model.rubric
+        start = len(enc.head) - 1  # the last head token predicts the prompt's first token
+        good = r.low + 0.75 * (r.high - r.low)
+        mask = torch.zeros(len(pts), length, dtype=torch.bool)
+        for i, p in enumerate(pts):
+            rated = p.scores.get("alignment")
+            if rated is not None and sum(rated) / len(rated) < good:
+                continue  # the prompt does not describe this image
+            n = len(enc._enc(p.prompt.strip())[: enc.template.max_prompt_tokens])
+            mask[i, start : start + n] = True
+        return mask
 
 
 class SFTStudentTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target, mask = inputs.pop("target"), inputs.pop("target_mask")
         human, group = inputs.pop("human_overall"), inputs.pop("group")
-        probs = model(**inputs)
+        caption = inputs.pop("caption_mask", None)
+        core = model.module if hasattr(model, "module") else model
+        if caption is None:
+            probs = model(**inputs)
+        else:
+            reads = inputs.pop("read_positions")
+            hidden = core.hidden_states(**inputs)
+            probs = core.slot_probs(gather_positions(hidden, reads))
         loss = soft_label_ce(probs, target, mask)
+        if caption is not None and caption.any():
+            logits = core.backbone.get_output_embeddings()(hidden[caption])
+            loss = loss + self.args.caption_loss_weight * caption_loss(logits, inputs["input_ids"], caption)
         w = self.args.pair_loss_weight
         if w > 0:
-            core = model.module if hasattr(model, "module") else model
             # Pairs are ranked on the human overall mean, so images missing a dimension still pair.
             loss = loss + w * thurstone_pair_loss(probs, core.bin_values, core.bin_values.new_tensor(core.rubric.weights),
                                                   group, human)
@@ -131,8 +158,8 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
 
     def one_pass(i: int) -> None:
         batch = collator([groups[(i * 97 + j) % len(groups)] for j in range(cfg.per_device_train_batch_size)])
-        for key in ("target", "target_mask", "human_overall", "group"):
-            batch.pop(key)
+        for key in ("target", "target_mask", "human_overall", "group", "caption_mask"):
+            batch.pop(key, None)
         model(**batch).sum().backward()
 
     one_pass(n)  # the first pass pays one-off allocation costs; timing it would shorten the run
@@ -161,7 +188,7 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     if cfg.lora_r > 0:
         _apply_lora(model, cfg)
     groups = PromptGroups(train, cfg.max_images_per_group)
-    collator = GroupCollator(model, groups)
+    collator = GroupCollator(model, groups, caption=cfg.caption_loss_weight > 0)
     callbacks = []
     if cfg.max_minutes:
         callbacks.append(TimeLimit(cfg.max_minutes))

@@ -36,6 +36,12 @@ class SFTStudentConfig(TrainingArguments):
         metadata={"help": "Prompt groups per batch; every image of a group is in the batch, so the pair "
                           "loss sees each same-prompt pair."},
     )
+    caption_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of an auxiliary next-token loss on the prompt tokens (the image comes first, so "
+                          "this is captioning: it binds words to pixels, which the alignment slot needs). Only "
+                          "images whose alignment is rated in the top quarter of the scale count. 0 disables."},
+    )
     max_images_per_group: int = field(
         default=6, metadata={"help": "Larger prompt groups are split into chunks of at most this many images."}
     )
