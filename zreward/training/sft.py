@@ -63,7 +63,6 @@ class GroupCollator:
             batch["caption_mask"] = self._caption_mask(pts, batch["input_ids"].shape[1])
         return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-
     def _caption_mask(self, pts, length: int) -> torch.Tensor:
         """(B, L) True at the positions that predict a prompt token, for images rated well aligned."""
         enc, r = self.model.encoder, self.model.rubric
