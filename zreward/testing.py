@@ -17,6 +17,9 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 
 # Engine parity (exported graph vs the PyTorch model, fp32): max |probs difference|.
 ENGINE_PROBS_ATOL = 1e-4
+# A whole model run in bfloat16 against the same model in fp32: max |probs difference| (the default
+# model on the CPU measured 0.023 on random images; a table row above bounds single ops, not 8 layers).
+BF16_MODEL_PROBS_ATOL = 5e-2
 # A single image's scores must not depend on the batch it is in.
 BATCH_INVARIANCE_ATOL = 1e-5
 

@@ -305,3 +305,16 @@ def test_missing_extension_warns_once():
     res = _python(code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_backend_env_overrides_auto(monkeypatch):
+    from zreward.ops.score_head import BACKEND_ENV
+
+    hidden, *_ = make_inputs(3, 8, 9)
+    monkeypatch.setenv(BACKEND_ENV, "reference")
+    assert resolve_backend("auto", hidden, 9) == "reference"
+    monkeypatch.setenv(BACKEND_ENV, "fastest")
+    with pytest.raises(InputError, match=BACKEND_ENV):
+        resolve_backend("auto", hidden, 9)
+    monkeypatch.setenv(BACKEND_ENV, "auto")
+    assert resolve_backend("auto", hidden, 9) in ("ext", "reference")

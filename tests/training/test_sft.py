@@ -79,3 +79,53 @@ def test_caption_loss_predicts_the_next_token():
     logits = torch.randn(2, 12)
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor([9, 2]))
     torch.testing.assert_close(caption_loss(logits, input_ids, mask), expected)
+
+
+def _tiny_dataset(root, n=8):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from zreward.data import load_dataset
+
+    (root / "images").mkdir()
+    rows = []
+    for i in range(n):
+        Image.fromarray(np.full((56, 56, 3), 30 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        rows.append({"prompt": f"a red card {i // 2}", "image": f"images/{i}.png",
+                     "scores": {"alignment": [5.0 if i % 2 else 1.0], "fidelity": [1.0 + i / 2]}})
+    (root / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_dataset(root)
+
+
+def test_group_collator_batches_on_the_cpu_in_worker_processes(tmp_path):
+    """The collator holds no model (so data-loader workers can run it beside a GPU model) and gives the
+    same batch in a worker process as in this one; its caption mask covers exactly the prompt tokens of
+    the well-aligned images."""
+    from torch.utils.data import DataLoader
+
+    from zreward.models import build_tiny_model
+    from zreward.training.sft import GroupCollator, PromptGroups
+
+    data = _tiny_dataset(tmp_path)
+    model = build_tiny_model("qwen2_vl", rubric=data.rubric, corpus=data.prompts)
+    groups = PromptGroups(data, max_per_group=6)
+    collator = GroupCollator(model, groups, caption=True)
+    assert not any(isinstance(v, torch.nn.Module) for v in vars(collator).values())
+    here = collator([groups[0], groups[1]])
+    loader = DataLoader(groups, batch_size=2, collate_fn=collator, num_workers=1)
+    there = next(iter(loader))
+    assert here.keys() == there.keys()
+    for k in here:
+        assert torch.equal(here[k], there[k]), k
+    assert all(v.device.type == "cpu" for v in here.values())
+    ids, mask = here["input_ids"], here["caption_mask"]
+    for i, j in enumerate(groups[0]["points"] + groups[1]["points"]):
+        p = data.points[j]
+        start, end = model.encoder.prompt_span(p.prompt)
+        assert ids[i, start:end].tolist() == model.encoder.prompt_ids(p.prompt)
+        expected = torch.zeros_like(mask[i])
+        if p.scores["alignment"][0] == 5.0:
+            expected[start - 1 : end - 1] = True
+        assert torch.equal(mask[i], expected)

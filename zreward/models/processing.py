@@ -111,10 +111,18 @@ class PromptEncoder:
         self.dim_prefix = [enc(("" if i == 0 else "\n") + f"{d.name}: ") for i, d in enumerate(rubric.dimensions)]
         self.tail = enc(CHAT_TOKENS["im_end"])
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's tokens as the template holds them (stripped, truncated to max_prompt_tokens)."""
+        return self._enc(prompt.strip())[: self.template.max_prompt_tokens]
+
+    def prompt_span(self, prompt: str) -> tuple[int, int]:
+        """[start, end) of the prompt's tokens in encode_one's ids (the same for every rationale)."""
+        return len(self.head), len(self.head) + len(self.prompt_ids(prompt))
+
     def encode_one(self, prompt: str, rationale: str | None = None, where: str = "prompt") -> tuple[list[int], list[int]]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(f"{where}: empty prompt")
-        ids = list(self.head) + self._enc(prompt.strip())[: self.template.max_prompt_tokens] + list(self.assistant)
+        ids = list(self.head) + self.prompt_ids(prompt) + list(self.assistant)
         if rationale:
             ids += self._enc(rationale.strip() + "\n")
         reads = []
@@ -135,3 +143,27 @@ class PromptEncoder:
             attention[i, : len(ids)] = 1
         reads = torch.tensor([r for _, r in rows], dtype=torch.long)
         return TextLayout(input_ids, attention, (input_ids == self.image_id).long(), reads)
+
+
+class InputPreparer:
+    """[0, 1] images + prompts -> the backbone's keyword inputs: the body of ZRewardModel.prepare.
+
+    It holds no weights, so data-loader workers can run it on the CPU while the model sits on a GPU.
+    """
+
+    def __init__(self, encoder: PromptEncoder, image_size: int, family: Family):
+        self.encoder, self.image_size, self.family = encoder, image_size, family
+
+    def __call__(self, images, prompts, rationales=None, device=None, dtype: torch.dtype = torch.float32) -> dict:
+        if len(images) != len(prompts):
+            raise InputError(f"got {len(images)} images but {len(prompts)} prompts")
+        layout = self.encoder(list(prompts), list(rationales) if rationales else None)
+        dev = torch.device(device) if device is not None else (
+            images.device if isinstance(images, torch.Tensor) else images[0].device)
+        images = images.to(dev) if isinstance(images, torch.Tensor) else [im.to(dev) for im in images]
+        pixel_values, grid = preprocess_images(images, self.image_size, self.family)
+        return dict(
+            input_ids=layout.input_ids.to(dev), attention_mask=layout.attention_mask.to(dev),
+            mm_token_type_ids=layout.mm_token_type_ids.to(dev), pixel_values=pixel_values.to(dtype),
+            image_grid_thw=grid, read_positions=layout.read_positions.to(dev),
+        )

@@ -19,7 +19,7 @@ from zreward.distribution import ScoreDistribution
 from zreward.errors import InputError
 from zreward.images import check_image_tensor
 from zreward.models.backbones import Family, family_of
-from zreward.models.processing import PromptEncoder, PromptTemplate, preprocess_images
+from zreward.models.processing import InputPreparer, PromptEncoder, PromptTemplate
 from zreward.rubric import Rubric
 
 FORMAT_VERSION = 1
@@ -47,6 +47,7 @@ class ZRewardModel(nn.Module):
         grid = image_size // self.family.patch_size
         self.image_tokens = (grid // self.family.merge_size) ** 2
         self.encoder = PromptEncoder(tokenizer, rubric, self.template, self.image_tokens)
+        self.preparer = InputPreparer(self.encoder, image_size, self.family)
         vocab = tokenizer.get_vocab()
         missing = [t for t in rubric.score_tokens if t not in vocab]
         if missing:
@@ -103,20 +104,7 @@ class ZRewardModel(nn.Module):
     def prepare(self, images: torch.Tensor | list[torch.Tensor], prompts: Sequence[str],
                 rationales: Sequence[str | None] | None = None) -> dict:
         """[0, 1] images + prompts -> the forward's keyword inputs on the model's device."""
-        if len(images) != len(prompts):
-            raise InputError(f"got {len(images)} images but {len(prompts)} prompts")
-        layout = self.encoder(list(prompts), list(rationales) if rationales else None)
-        if isinstance(images, torch.Tensor):
-            images = images.to(self.device)
-        else:
-            images = [im.to(self.device) for im in images]
-        pixel_values, grid = preprocess_images(images, self.image_size, self.family)
-        dev = self.device
-        return dict(
-            input_ids=layout.input_ids.to(dev), attention_mask=layout.attention_mask.to(dev),
-            mm_token_type_ids=layout.mm_token_type_ids.to(dev), pixel_values=pixel_values.to(self.dtype),
-            image_grid_thw=grid, read_positions=layout.read_positions.to(dev),
-        )
+        return self.preparer(images, prompts, rationales, device=self.device, dtype=self.dtype)
 
     # --- public scoring API -----------------------------------------------------------------------
     def score_tensors(self, images: torch.Tensor, prompts: Sequence[str] | str) -> ScoreDistribution:

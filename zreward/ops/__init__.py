@@ -5,6 +5,7 @@
 
 Backends: "reference" (plain torch), "triton" (Triton kernels, CUDA or TRITON_INTERPRET=1), "ext" (the
 compiled zreward._C: CPU, and CUDA when built with it), "auto". `backend_status()` says which are live.
+ZREWARD_SCORE_HEAD_BACKEND=reference|triton|ext makes "auto" mean that backend in the whole process.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ and norm_weight; the bin values are constants there.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,8 @@ from zreward.errors import InputError
 from zreward.testing import triton_interpreted
 
 BACKENDS = ("auto", "reference", "triton", "ext")
+# Names the backend that "auto" resolves to in this process (unset or "auto": auto's own pick).
+BACKEND_ENV = "ZREWARD_SCORE_HEAD_BACKEND"
 # The largest K the fused kernels handle (registers / stack arrays sized at compile time).
 MAX_K = 64
 _FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -148,6 +151,10 @@ def resolve_backend(backend: str, hidden: Tensor, k: int) -> str:
     tests and never picked. On CUDA ext, then triton, then the reference: both fused kernels move the
     same bytes, and the CUDA kernels need no JIT compile; bench/gpu_check.py measures the two there.
     """
+    if backend == "auto" and os.environ.get(BACKEND_ENV, "auto") != "auto":
+        backend = os.environ[BACKEND_ENV]  # a process-wide choice, e.g. to train on the reference path
+        if backend not in BACKENDS:
+            raise InputError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
     if backend not in BACKENDS:
         raise InputError(f"score_head: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "reference":

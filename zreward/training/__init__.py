@@ -16,8 +16,17 @@ def default_vision_warmup_minutes(init, max_minutes) -> float:
     return 0.3 * max_minutes
 
 
+def default_workers() -> int:
+    """Data-loader workers: none on the CPU (they would take cores from the model), a few beside a GPU."""
+    import os
+
+    import torch
+
+    return min(4, (os.cpu_count() or 1) - 1) if torch.cuda.is_available() else 0
+
+
 def sft_config_for(out, *, init=None, epochs=30.0, lr=LR, backbone="qwen2_vl", lora_r=0,
-                   pair_loss_weight=0.5, max_minutes=None, seed=0, vision_warmup_minutes=None,
+                   pair_loss_weight=0.5, max_minutes=None, seed=0, vision_warmup_minutes=None, workers=None,
                    **overrides) -> SFTStudentConfig:
     """The recipe's defaults (the ones the embedded model was trained with), ready for the Trainer."""
     import tempfile
@@ -29,7 +38,7 @@ def sft_config_for(out, *, init=None, epochs=30.0, lr=LR, backbone="qwen2_vl", l
         pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed, num_train_epochs=epochs,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.01,
         per_device_train_batch_size=8, save_strategy="no", report_to="none", remove_unused_columns=False,
-        dataloader_num_workers=0, logging_steps=50, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=default_workers() if workers is None else workers, logging_steps=50, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False, max_grad_norm=1.0,
         vision_warmup_minutes=(default_vision_warmup_minutes(init, max_minutes) if vision_warmup_minutes is None
                                else vision_warmup_minutes),
@@ -46,4 +55,4 @@ def train_sft(*args, **kwargs):
     return _train(*args, **kwargs)
 
 
-__all__ = ["LR", "SFTStudentConfig", "default_vision_warmup_minutes", "sft_config_for", "train_sft"]
+__all__ = ["LR", "SFTStudentConfig", "default_vision_warmup_minutes", "default_workers", "sft_config_for", "train_sft"]

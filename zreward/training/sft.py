@@ -47,34 +47,40 @@ class PromptGroups(Dataset):
 
 
 class GroupCollator:
+    """Prompt groups -> a batch on the CPU. It holds the model's InputPreparer, not the model, so it
+    runs in data-loader workers while the model trains on a GPU."""
+
     def __init__(self, model: ZRewardModel, groups: PromptGroups, caption: bool = False):
-        self.model, self.g, self.caption = model, groups, caption
+        self.prepare, self.encoder, self.rubric = model.preparer, model.encoder, model.rubric
+        self.g, self.caption = groups, caption
 
     def __call__(self, items: list[dict]) -> dict:
         idx = [j for it in items for j in it["points"]]
         pts = [self.g.data.points[j] for j in idx]
         images = [load_image(p.image) for p in pts]
-        batch = self.model.prepare(images, [p.prompt for p in pts])
+        batch = self.prepare(images, [p.prompt for p in pts], device="cpu")
         batch["target"] = self.g.hist[idx]
         batch["target_mask"] = self.g.mask[idx]
         batch["human_overall"] = self.g.overall[idx].float()
         batch["group"] = torch.tensor([it["group"] for it in items for _ in it["points"]])
         if self.caption:
             batch["caption_mask"] = self._caption_mask(pts, batch["input_ids"].shape[1])
-        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return batch
 
     def _caption_mask(self, pts, length: int) -> torch.Tensor:
-        """(B, L) True at the positions that predict a prompt token, for images rated well aligned."""
-        enc, r = self.model.encoder, self.model.rubric
-        start = len(enc.head) - 1  # the last head token predicts the prompt's first token
+        """(B, L) True at the positions that predict a prompt token, for images rated well aligned.
+
+        Without an "alignment" dimension in the rubric every image counts.
+        """
+        r = self.rubric
         good = r.low + 0.75 * (r.high - r.low)
         mask = torch.zeros(len(pts), length, dtype=torch.bool)
         for i, p in enumerate(pts):
             rated = p.scores.get("alignment")
             if rated is not None and sum(rated) / len(rated) < good:
                 continue  # the prompt does not describe this image
-            n = len(enc._enc(p.prompt.strip())[: enc.template.max_prompt_tokens])
-            mask[i, start : start + n] = True
+            start, end = self.encoder.prompt_span(p.prompt)
+            mask[i, start - 1 : end - 1] = True  # position t predicts token t + 1
         return mask
 
 
@@ -145,6 +151,28 @@ def merge_lora(model: ZRewardModel) -> None:
                 setattr(parent, child_name, child.get_base_layer())
 
 
+def seconds_per_step(make_batch, run_batch, device: torch.device, workers: int, n: int = 3) -> float:
+    """Wall seconds per training step: the model's pass (forward + backward), plus the batch loading
+    when the main process loads, or the loading spread over `workers` processes when that is slower.
+    The first pass is not timed: it pays one-off allocation and compile costs."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    t0 = time.monotonic()
+    batches = [make_batch(i) for i in range(n + 1)]
+    load = (time.monotonic() - t0) / (n + 1)
+    run_batch(batches[n])
+    sync()
+    t0 = time.monotonic()
+    for batch in batches[:n]:
+        run_batch(batch)
+    sync()
+    compute = (time.monotonic() - t0) / n
+    return compute + load if workers == 0 else max(compute, load / workers)
+
+
 def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator, cfg: SFTStudentConfig) -> None:
     """Shortens the run so that the whole cosine schedule fits in --max-minutes.
 
@@ -153,20 +181,19 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
     """
     steps_per_epoch = -(-len(groups) // cfg.per_device_train_batch_size)
     planned = cfg.max_steps if cfg.max_steps > 0 else int(steps_per_epoch * cfg.num_train_epochs)
-    n = 3
 
-    def one_pass(i: int) -> None:
+    def make_batch(i: int) -> dict:
         batch = collator([groups[(i * 97 + j) % len(groups)] for j in range(cfg.per_device_train_batch_size)])
         for key in ("target", "target_mask", "human_overall", "group", "caption_mask"):
             batch.pop(key, None)
-        model(**batch).sum().backward()
+        return batch
 
-    one_pass(n)  # the first pass pays one-off allocation costs; timing it would shorten the run
-    t0 = time.monotonic()
-    for i in range(n):
-        one_pass(i)
+    def run_batch(batch: dict) -> None:
+        model(**{k: v.to(model.device) for k, v in batch.items()}).sum().backward()
+
+    per_step = seconds_per_step(make_batch, run_batch, model.device, cfg.dataloader_num_workers)
     model.zero_grad(set_to_none=True)
-    per_step = (time.monotonic() - t0) / n * 1.1  # the optimizer step and logging on top
+    per_step *= 1.1  # the optimizer step and logging on top
     fits = int(cfg.max_minutes * 60 * 0.92 / per_step)
     if fits < planned:
         cfg.max_steps = max(fits, 1)

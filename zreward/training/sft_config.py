@@ -59,4 +59,5 @@ class SFTStudentConfig(TrainingArguments):
                           "the histograms; see zreward.training.vision_warmup). 0 skips it."},
     )
     vision_warmup_lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of the vision warm-up."})
+    vision_warmup_batch_size: int = field(default=32, metadata={"help": "Images per step of the vision warm-up."})
     seed_model: int = field(default=0, metadata={"help": "Seed of a fresh model's random initialization."})

@@ -56,19 +56,21 @@ class _Points(Dataset):
 
 
 class _PointCollator:
+    """Points -> a CPU batch; holds no model, so it runs in data-loader workers."""
+
     def __init__(self, model: ZRewardModel, data: PreferenceDataset):
-        self.model, self.data = model, data
+        self.image_size, self.family, self.data = model.image_size, model.family, data
         self.hist, self.mask = data.histograms()
 
     def __call__(self, idx: list[int]) -> dict:
         images = [load_image(self.data.points[i].image) for i in idx]
-        pixel_values, grid = preprocess_images(images, self.model.image_size, self.model.family)
+        pixel_values, grid = preprocess_images(images, self.image_size, self.family)
         return {"pixel_values": pixel_values, "image_grid_thw": grid, "target": self.hist[idx],
                 "target_mask": self.mask[idx]}
 
 
 def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: float, lr: float,
-                   batch_size: int = 32) -> dict:
+                   batch_size: int | None = None) -> dict:
     """Trains model's vision tower for `minutes` of wall time (the whole cosine schedule fits in it).
 
     args: the student's TrainingArguments; the stage runs on a copy with its own learning rate,
@@ -79,10 +81,11 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
 
     from zreward.training.sft import TimeLimit
 
+    batch_size = batch_size or getattr(args, "vision_warmup_batch_size", 32)
     probe = VisionScoreProbe(model).to(model.device)
     collator = _PointCollator(model, data)
     points = _Points(len(data.points))
-    per_step = _seconds_per_step(probe, collator, batch_size, len(points))
+    per_step = _seconds_per_step(probe, collator, batch_size, len(points), args.dataloader_num_workers)
     steps = max(1, int(minutes * 60 * 0.92 / per_step))
     stage_args = replace(args, output_dir=tempfile.mkdtemp(prefix="zreward-warmup-"), max_steps=steps,
                          learning_rate=lr, per_device_train_batch_size=batch_size)
@@ -96,13 +99,15 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
     return {"loss": result.training_loss, "steps": result.global_step, "minutes": (time.monotonic() - t0) / 60}
 
 
-def _seconds_per_step(probe: VisionScoreProbe, collator: _PointCollator, batch: int, n: int) -> float:
-    def one_pass(i: int) -> None:
-        probe(**collator([(i * 97 + j) % n for j in range(batch)]))["loss"].backward()
+def _seconds_per_step(probe: VisionScoreProbe, collator: _PointCollator, batch: int, n: int, workers: int) -> float:
+    from zreward.training.sft import seconds_per_step
 
-    one_pass(3)  # untimed: the first pass pays one-off allocation costs
-    t0 = time.monotonic()
-    for i in range(3):
-        one_pass(i)
+    device = probe.probe.weight.device
+
+    def run_batch(inputs: dict) -> None:
+        probe(**{k: v.to(device) for k, v in inputs.items()})["loss"].backward()
+
+    per_step = seconds_per_step(lambda i: collator([(i * 97 + j) % n for j in range(batch)]), run_batch, device,
+                                workers)
     probe.zero_grad(set_to_none=True)
-    return (time.monotonic() - t0) / 3 * 1.1
+    return per_step * 1.1

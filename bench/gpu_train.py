@@ -1,0 +1,123 @@
+"""Recipe sweep on one GPU: the project's own `zreward train sft`, several configurations at once.
+
+A tiny student leaves most of a GPU idle (its step time is launch-bound), so the configurations train
+side by side, each with its own data-loader workers, for the same wall-clock budget. The data is
+ShapeWorld's documented set (n 12000, seed 0) plus extra seeds for the training split
+(bench/datasets/shapeworld_more.py), so the base's val / test / ood figures stay comparable.
+
+    python bench/gpu_train.py --out "$OUT/train" --minutes 5          # on the GPU machine
+    python bench/gpu_train.py --out /tmp/sweep --dry-run              # tiny, on the CPU
+
+Writes to --out: results.json (per configuration: the command, exit code, wall time, the model's
+training_log.json, the log's tail; rewritten as each finishes) and <name>.tar (the model directory and
+its training output; the runs themselves train under --work), to evaluate elsewhere with `zreward eval --model <name> --data .../base/test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from utils import ROOT, machine_info, now_utc, versions  # noqa: E402
+
+PY = sys.executable
+COMMON = ["--caption-loss-weight", "0.5", "--groups-per-batch", "32", "--vision-warmup-batch-size", "128"]
+CONFIGS = {
+    "b32": COMMON,
+    "b32_lr4e-4": COMMON + ["--lr", "4e-4"],
+    "wide": COMMON + ["--hidden-size", "192", "--vision-hidden-size", "128", "--vision-depth", "6"],
+}
+# The score head runs on the plain-torch reference in training: the fused kernels are checked on the GPU
+# in the same session (bench/gpu_check.py) and must not decide whether the sweep's models are valid.
+TRAIN_ENV = {"ZREWARD_NO_EXT": "1", "ZREWARD_SCORE_HEAD_BACKEND": "reference", "OMP_NUM_THREADS": "1",
+             "PYTHONUNBUFFERED": "1"}
+
+
+def _save(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=os.environ.get("OUT", "/tmp/gpu_train"), type=Path)
+    p.add_argument("--data", default=None, type=Path, help="a shapeworld_more.py folder (made if missing)")
+    p.add_argument("--minutes", type=float, default=5.0, help="each configuration's --max-minutes")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names from CONFIGS")
+    p.add_argument("--workers", type=int, default=4, help="data-loader workers per configuration")
+    p.add_argument("--work", default=Path("/tmp/zreward-gpu-train"), type=Path,
+                   help="where the runs train (only results.json and the tars go to --out)")
+    p.add_argument("--dry-run", action="store_true", help="tiny data and budget, on the CPU")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        sys.exit(f"error: unknown configurations {unknown}; known: {list(CONFIGS)}")
+    data = args.data or (Path("/tmp/swmore-dry") if args.dry_run else ROOT / "data" / "swmore")
+    results = {"date": now_utc(), "machine": machine_info(), "versions": versions(), "minutes": args.minutes,
+               "data": str(data), "runs": {}}
+    t0 = time.monotonic()
+
+    if not (data / "more.json").is_file():
+        gen = [PY, str(ROOT / "bench" / "datasets" / "shapeworld_more.py"), "--out", str(data)]
+        gen += ["--n", "200", "--extra-seeds", "1"] if args.dry_run else []
+        print(f"[gpu_train] data: {' '.join(gen)}", flush=True)
+        subprocess.run(gen, check=True, cwd=ROOT)
+    results["data_stats"] = json.loads((data / "more.json").read_text())
+    results["data_seconds"] = round(time.monotonic() - t0, 1)
+    print(f"[gpu_train] data ready in {results['data_seconds']} s: {results['data_stats']}", flush=True)
+
+    procs = {}
+    for name in names:
+        run = args.work / name
+        run.mkdir(parents=True, exist_ok=True)
+        cmd = [PY, "-m", "zreward.cli", "train", "sft", "--data", str(data), "--out", str(run / "model"),
+               "--max-minutes", str(0.4 if args.dry_run else args.minutes), "--workers", str(args.workers),
+               *CONFIGS[name]]
+        if args.dry_run:  # tiny batches for the CPU
+            cmd = [("2" if prev in ("--groups-per-batch", "--vision-warmup-batch-size") else c)
+                   for prev, c in zip([""] + cmd, cmd)]
+        log = open(run / "train.log", "w")
+        procs[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **TRAIN_ENV}), time.monotonic(), cmd, log)
+        results["runs"][name] = {"command": " ".join(["zreward", *cmd[3:]])}
+        print(f"[gpu_train] started {name}: {' '.join(cmd[3:])}", flush=True)
+    _save(args.out / "results.json", results)
+
+    while procs:
+        for name, (proc, start, cmd, log) in list(procs.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            run = args.work / name
+            text = (run / "train.log").read_text(errors="replace")
+            entry = results["runs"][name]
+            entry.update(rc=proc.returncode, seconds=round(time.monotonic() - start, 1), tail=text[-1500:])
+            if (run / "model" / "training_log.json").is_file():
+                entry["training_log"] = json.loads((run / "model" / "training_log.json").read_text())
+            with tarfile.open(args.out / f"{name}.tar", "w") as tar:
+                tar.add(run, arcname=name)
+            size = (args.out / f"{name}.tar").stat().st_size
+            entry["tar_bytes"] = size
+            val = entry.get("training_log", {}).get("val", {})
+            print(f"[gpu_train] {name}: rc={proc.returncode} in {entry['seconds']} s, tar {size / 2**20:.1f} MiB, "
+                  f"val hpa {val.get('hpa')} margin {val.get('margin_hpa')} plcc {val.get('plcc')}", flush=True)
+            _save(args.out / "results.json", results)
+            del procs[name]
+        time.sleep(2)
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    _save(args.out / "results.json", results)
+    return 0 if all(r.get("rc") == 0 for r in results["runs"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
