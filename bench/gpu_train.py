@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     _save(args.out / "results.json", results)
 
     while procs:
-        for name, (proc, start, cmd, log) in list(procs.items()):
+        for name, (proc, start, _cmd, log) in list(procs.items()):
             if proc.poll() is None:
                 continue
             log.close()

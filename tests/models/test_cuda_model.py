@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from markers import requires_cuda
+
 from zreward import load
 from zreward.testing import BF16_MODEL_PROBS_ATOL, ENGINE_PROBS_ATOL, assert_close
 
