@@ -22,7 +22,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda'
 if [ -n "${DRY:-}" ]; then
   python3 bench/gpu_check.py --out "$OUT/check" --dry-run --skip-bench > /tmp/gpu_check.out 2>&1 &
 else
-  MAX_JOBS=${MAX_JOBS:-6} python3 bench/gpu_check.py --out "$OUT/check" --skip-bench \
+  MAX_JOBS=${MAX_JOBS:-6} python3 bench/gpu_check.py --out "$OUT/check" --skip-bench ${GPU_TESTS:+--tests "$GPU_TESTS"} \
     --time-limit "${CHECK_LIMIT:-400}" > /tmp/gpu_check.out 2>&1 &
 fi
 CHECK=$!

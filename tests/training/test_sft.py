@@ -119,7 +119,7 @@ def test_group_collator_batches_on_the_cpu_in_worker_processes(tmp_path):
     assert here.keys() == there.keys()
     for k in here:
         assert torch.equal(here[k], there[k]), k
-    assert all(v.device.type == "cpu" for v in here.values())
+    assert all(v.device.type == "cpu" and v.is_contiguous() for v in here.values())  # pin_memory needs both
     ids, mask = here["input_ids"], here["caption_mask"]
     for i, j in enumerate(groups[0]["points"] + groups[1]["points"]):
         p = data.points[j]

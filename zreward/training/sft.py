@@ -65,7 +65,7 @@ class GroupCollator:
         batch["group"] = torch.tensor([it["group"] for it in items for _ in it["points"]])
         if self.caption:
             batch["caption_mask"] = self._caption_mask(pts, batch["input_ids"].shape[1])
-        return batch
+        return {k: v.contiguous() for k, v in batch.items()}  # expanded views cannot be pinned
 
     def _caption_mask(self, pts, length: int) -> torch.Tensor:
         """(B, L) True at the positions that predict a prompt token, for images rated well aligned.

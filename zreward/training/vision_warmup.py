@@ -65,7 +65,7 @@ class _PointCollator:
     def __call__(self, idx: list[int]) -> dict:
         images = [load_image(self.data.points[i].image) for i in idx]
         pixel_values, grid = preprocess_images(images, self.image_size, self.family)
-        return {"pixel_values": pixel_values, "image_grid_thw": grid, "target": self.hist[idx],
+        return {"pixel_values": pixel_values, "image_grid_thw": grid.contiguous(), "target": self.hist[idx],
                 "target_mask": self.mask[idx]}
 
 
