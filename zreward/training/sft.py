@@ -202,7 +202,9 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
 def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
               val: PreferenceDataset | None = None) -> ZRewardModel:
     """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
-    model = _init_model(cfg, train)
+    # On the training device from the start: the warm-up moves only the vision tower, and the budget
+    # estimates run before the Trainer would move the model.
+    model = _init_model(cfg, train).to(cfg.device)
     model.train()
     log: dict = {}
     if cfg.vision_warmup_minutes > 0:
