@@ -179,3 +179,16 @@ def test_caption_loss_trains(toy, tmp_path):
     assert r.exit_code == 0, r.output
     log = json.loads((out / "training_log.json").read_text())
     assert log["steps"] > 0 and np.isfinite(log["train_loss"])
+
+
+def test_architecture_and_batch_flags(toy, tmp_path):
+    out = tmp_path / "small"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--epochs", "1",
+                                  "--hidden-size", "64", "--num-layers", "2", "--vision-hidden-size", "32",
+                                  "--vision-depth", "2", "--groups-per-batch", "3", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["text_config"]["hidden_size"] == 64 and config["text_config"]["num_hidden_layers"] == 2
+    assert config["vision_config"]["embed_dim"] == 32 and config["vision_config"]["depth"] == 2
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["steps"] == -(-log["n_groups"] // 3)  # one epoch of 3-group batches

@@ -44,7 +44,7 @@ def test_cuda_gradients_to_pixels_match_the_cpu():
     images = _images(2, seed=int(torch.randint(0, 2**31, ())))
     grads = []
     for model, device in ((cpu, "cpu"), (gpu, "cuda")):
-        x = images.to(device).requires_grad_()
+        x = images.detach().clone().to(device).requires_grad_()  # a fresh leaf on each device
         model.score_tensors(x, PROMPTS[:2]).normalized().sum().backward()
         grads.append(x.grad.cpu())
     scale = grads[0].abs().max()
