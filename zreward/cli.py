@@ -136,7 +136,7 @@ def train():
 @click.option("--vision-warmup-minutes", default=None, type=click.FloatRange(min=0),
               help="Vision warm-up before the student, part of --max-minutes  [default: 30% of --max-minutes "
                    "for a fresh model; 0 with --init or without --max-minutes].")
-@click.option("--caption-loss-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--caption-loss-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Auxiliary captioning loss on the prompt tokens of well-aligned images (helps alignment).")
 @click.option("--groups-per-batch", default=8, show_default=True, type=click.IntRange(1),
               help="Prompt groups per step (each with all its images, at most 6).")

@@ -108,6 +108,11 @@ class SFTStudentTrainer(Trainer):
         return (loss, probs) if return_outputs else loss
 
 
+# Kept from --max-minutes for what the estimates miss (the Trainers' set-up) and what follows the
+# student (the validation pass, saving): a share of the budget plus a few seconds.
+FINISH_RESERVE, FINISH_RESERVE_MINUTES = 0.04, 0.05
+
+
 class TimeLimit(TrainerCallback):
     """Stops training after a wall-clock budget (checked every step)."""
 
@@ -205,6 +210,7 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
 def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
               val: PreferenceDataset | None = None) -> ZRewardModel:
     """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
+    start = time.monotonic()
     # On the training device from the start: the warm-up moves only the vision tower, and the budget
     # estimates run before the Trainer would move the model.
     model = _init_model(cfg, train).to(cfg.device)
@@ -214,8 +220,11 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
         from zreward.training.vision_warmup import warm_up_vision
 
         log["vision_warmup"] = warm_up_vision(model, train, cfg, cfg.vision_warmup_minutes, cfg.vision_warmup_lr)
-        if cfg.max_minutes:
-            cfg.max_minutes = max(cfg.max_minutes - log["vision_warmup"]["minutes"], 0.1)
+    if cfg.max_minutes:
+        # --max-minutes bounds the whole run: the model build, the warm-up and its estimate come off the
+        # student's share, and a little is kept for the validation pass and saving.
+        spent = (time.monotonic() - start) / 60
+        cfg.max_minutes = max(cfg.max_minutes * (1 - FINISH_RESERVE) - FINISH_RESERVE_MINUTES - spent, 0.1)
     if cfg.lora_r > 0:
         _apply_lora(model, cfg)
     groups = PromptGroups(train, cfg.max_images_per_group)

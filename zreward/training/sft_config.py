@@ -37,10 +37,11 @@ class SFTStudentConfig(TrainingArguments):
                           "loss sees each same-prompt pair."},
     )
     caption_loss_weight: float = field(
-        default=0.0,
+        default=0.5,
         metadata={"help": "Weight of an auxiliary next-token loss on the prompt tokens (the image comes first, so "
                           "this is captioning: it binds words to pixels, which the alignment slot needs). Only "
-                          "images whose alignment is rated in the top quarter of the scale count. 0 disables."},
+                          "images whose alignment is rated in the top quarter of the scale count (every image without an alignment "
+                          "dimension). 0 disables."},
     )
     max_images_per_group: int = field(
         default=6, metadata={"help": "Larger prompt groups are split into chunks of at most this many images."}
