@@ -125,7 +125,7 @@ def train():
 @click.option("--data", "data_dir", required=True, type=click.Path(),
               help="A dataset directory, or a folder with train/ (and val/) datasets.")
 @click.option("--out", required=True, type=click.Path(), help="Where to save the model (loads with --model OUT).")
-@click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget.")
+@click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget of the whole run (warm-up, student, validation, saving).")
 @click.option("--init", default=None, help="'default' (the embedded model) or a checkpoint; none: a fresh tiny model.")
 @click.option("--epochs", default=30.0, show_default=True, type=float, help="Passes over the prompt groups.")
 @click.option("--lr", default=None, type=float, help="Peak learning rate (cosine decay)  [default: 2e-4].")
