@@ -86,11 +86,12 @@ class ZRewardModel(nn.Module):
         return gather_positions(hidden, read_positions)
 
     def forward(self, input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
-                read_positions) -> torch.Tensor:
-        """Returns probs (B, D, K) float32."""
-        hidden = self.slot_hidden(input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw,
-                                  read_positions)
-        return self.slot_probs(hidden)
+                read_positions, return_hidden: bool = False):
+        """Returns probs (B, D, K) float32; with return_hidden, (probs, every position's hidden state (B, L, H))
+        for auxiliary losses (through forward, so wrappers such as DDP see the call)."""
+        hidden = self.hidden_states(input_ids, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw)
+        probs = self.slot_probs(gather_positions(hidden, read_positions))
+        return (probs, hidden) if return_hidden else probs
 
     def slot_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, D, H) read-position hidden states -> probs (B, D, K) float32."""

@@ -19,7 +19,6 @@ from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
 from zreward.models import ZRewardModel, build_tiny_model, load_model
-from zreward.models.reward_model import gather_positions
 from zreward.training.losses import caption_loss, soft_label_ce, thurstone_pair_loss
 from zreward.training.sft_config import SFTStudentConfig
 
@@ -90,12 +89,7 @@ class SFTStudentTrainer(Trainer):
         human, group = inputs.pop("human_overall"), inputs.pop("group")
         caption = inputs.pop("caption_mask", None)
         core = model.module if hasattr(model, "module") else model
-        if caption is None:
-            probs = model(**inputs)
-        else:
-            reads = inputs.pop("read_positions")
-            hidden = core.hidden_states(**inputs)
-            probs = core.slot_probs(gather_positions(hidden, reads))
+        probs, hidden = model(**inputs, return_hidden=True)
         loss = soft_label_ce(probs, target, mask)
         if caption is not None and caption.any():
             logits = core.backbone.get_output_embeddings()(hidden[caption])

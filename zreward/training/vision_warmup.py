@@ -3,7 +3,7 @@
 A from-scratch VLM learns slowly end to end: the score slots first learn the marginal, and the
 image signal has to travel through the merger and every language-model layer. This stage trains
 the vision tower + merger alone (no language model, about 10x cheaper per image) with a temporary
-linear probe on the mean of the image tokens, predicting every dimension's histogram with the
+linear probe on the mean and max of the image tokens, predicting every dimension's histogram with the
 same soft-label CE as the student. The probe is thrown away; the warmed-up tower stays in the
 model. It runs on the Hugging Face Trainer like every other stage.
 """
@@ -81,7 +81,7 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
 
     from zreward.training.sft import TimeLimit
 
-    batch_size = batch_size or getattr(args, "vision_warmup_batch_size", 32)
+    batch_size = batch_size or args.vision_warmup_batch_size
     probe = VisionScoreProbe(model).to(model.device)
     collator = _PointCollator(model, data)
     points = _Points(len(data.points))
