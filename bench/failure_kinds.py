@@ -52,15 +52,21 @@ def failure_kinds(model, data, batch_size: int = 64) -> dict:
     return {"clean": {d: round(v, 3) for d, v in clean_pred.items()}, "n_clean": len(clean), "kinds": kinds}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def model_and_split(description: str, argv=None):
+    """The command line of the ShapeWorld diagnostics: (model, dataset, as_json)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default=None, help="checkpoint (default: the embedded model)")
     p.add_argument("--data", required=True, type=Path, help="a ShapeWorld split, e.g. data/shapeworld/test")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     model = load(args.model)
-    res = failure_kinds(model, load_dataset(args.data, model.rubric))
-    if args.json:
+    return model, load_dataset(args.data, model.rubric), args.json
+
+
+def main(argv=None) -> int:
+    model, data, as_json = model_and_split(__doc__.split("\n")[0], argv)
+    res = failure_kinds(model, data)
+    if as_json:
         print(json.dumps(res, indent=1))
         return 0
     print(f"clean images ({res['n_clean']}): " + "  ".join(f"{d} {v:.2f}" for d, v in res["clean"].items()))

@@ -197,3 +197,17 @@ def test_architecture_and_batch_flags(toy, tmp_path):
     assert config["vision_config"]["embed_dim"] == 32 and config["vision_config"]["depth"] == 2
     log = json.loads((out / "training_log.json").read_text())
     assert log["steps"] == -(-log["n_groups"] // 3)  # one epoch of 3-group batches
+
+
+def test_new_resolution_and_explanation_flags(trained, toy, tmp_path):
+    out = tmp_path / "hires"
+    size = json.loads((trained / "zreward.json").read_text())["image_size"]
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--init", str(trained),
+                                  "--image-size", str(2 * size), "--epochs", "1", "--explanation-loss-weight", "0.5",
+                                  "--explanation-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "zreward.json").read_text())["image_size"] == 2 * size
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(tmp_path / "bad"), "--init",
+                                  str(trained), "--image-size", str(size + 14), "--epochs", "1"])
+    assert r.exit_code != 0 and "multiple of" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "bad").exists()

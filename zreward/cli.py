@@ -138,10 +138,18 @@ def train():
                    "for a fresh model; 0 with --init or without --max-minutes].")
 @click.option("--caption-loss-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Auxiliary captioning loss on the prompt tokens of well-aligned images (helps alignment).")
+@click.option("--explanation-loss-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Auxiliary loss on the first --explanation-tokens of each rationale, written after the score "
+                   "slots (helps the model see what fails; scoring is unchanged).")
+@click.option("--explanation-tokens", default=64, show_default=True, type=click.IntRange(1),
+              help="Rationale tokens the explanation loss covers.")
 @click.option("--groups-per-batch", default=8, show_default=True, type=click.IntRange(1),
               help="Prompt groups per step (each with all its images, at most 6).")
 @click.option("--vision-warmup-batch-size", default=32, show_default=True, type=click.IntRange(1),
               help="Images per step of the vision warm-up.")
+@click.option("--image-size", default=None, type=click.IntRange(28),
+              help="Input resolution (pixels, square): of a fresh model [default: 112 for patch 14], or a new one "
+                   "for the --init model, whose weights carry over.")
 @click.option("--hidden-size", default=128, show_default=True, type=click.IntRange(16),
               help="Language-model width of a fresh model.")
 @click.option("--num-layers", default=4, show_default=True, type=click.IntRange(1),
@@ -154,8 +162,9 @@ def train():
               help="Data-loader worker processes  [default: 0 on the CPU, up to 4 beside a GPU].")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight,
-                  vision_warmup_minutes, caption_loss_weight, groups_per_batch, vision_warmup_batch_size,
-                  hidden_size, num_layers, vision_hidden_size, vision_depth, workers, seed):
+                  vision_warmup_minutes, caption_loss_weight, explanation_loss_weight, explanation_tokens,
+                  groups_per_batch, vision_warmup_batch_size,
+                  image_size, hidden_size, num_layers, vision_hidden_size, vision_depth, workers, seed):
     """The SFT student: soft-label CE on annotator histograms (+ Thurstone pairs)."""
     from zreward.training import sft_config_for, train_sft
     from zreward.training.data import resolve_splits
@@ -166,8 +175,9 @@ def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r
     cfg = sft_config_for(out, init=init, epochs=epochs, lr=LR if lr is None else lr, backbone=backbone,
                          lora_r=lora_r, pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed,
                          vision_warmup_minutes=vision_warmup_minutes, caption_loss_weight=caption_loss_weight,
+                         explanation_loss_weight=explanation_loss_weight, explanation_tokens=explanation_tokens,
                          groups_per_batch=groups_per_batch, vision_warmup_batch_size=vision_warmup_batch_size,
-                         hidden_size=hidden_size, num_layers=num_layers, vision_hidden_size=vision_hidden_size,
+                         image_size=image_size, hidden_size=hidden_size, num_layers=num_layers, vision_hidden_size=vision_hidden_size,
                          vision_depth=vision_depth, workers=workers)
     train_sft(train_set, out, cfg, val=val_set)
     log = json.loads((Path(out) / "training_log.json").read_text())

@@ -71,14 +71,14 @@ def test_vision_warmup_trains_only_the_vision_tower(tmp_path):
     assert not any("language_model" in k or "lm_head" in k for k in changed)
 
 
-def test_caption_loss_predicts_the_next_token():
-    from zreward.training.losses import caption_loss
+def test_next_token_loss_predicts_the_next_token():
+    from zreward.training.losses import next_token_loss
 
     input_ids = torch.tensor([[5, 7, 9, 2]])
     mask = torch.tensor([[False, True, True, False]])  # positions 1 and 2 predict tokens 9 and 2
     logits = torch.randn(2, 12)
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor([9, 2]))
-    torch.testing.assert_close(caption_loss(logits, input_ids, mask), expected)
+    torch.testing.assert_close(next_token_loss(logits, input_ids, mask), expected)
 
 
 def _tiny_dataset(root, n=8):
@@ -129,3 +129,89 @@ def test_group_collator_batches_on_the_cpu_in_worker_processes(tmp_path):
         if p.scores["alignment"][0] == 5.0:
             expected[start - 1 : end - 1] = True
         assert torch.equal(mask[i], expected)
+
+
+def test_explanations_follow_the_slots_and_leave_the_scores_unchanged(tmp_path):
+    """The explanation loss appends each rationale's first tokens after the row's last template token:
+    its mask predicts exactly those tokens, points without a rationale get none, the caption mask still
+    covers the prompts, and the score distributions are those of the batch without explanations."""
+    import json
+
+    from zreward.data import load_dataset
+    from zreward.models import build_tiny_model
+    from zreward.testing import BATCH_INVARIANCE_ATOL
+    from zreward.training.sft import GroupCollator, PromptGroups
+
+    _tiny_dataset(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "points.jsonl").read_text().splitlines()]
+    for i, r in enumerate(rows):
+        if i != 3:  # one point without a rationale
+            r["rationale"] = "I see " + "a red card " * (i + 1) + "on grey."
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_dataset(tmp_path)
+    model = build_tiny_model("qwen2_vl", rubric=data.rubric, corpus=data.prompts).eval()
+    groups = PromptGroups(data, max_per_group=6)
+    items = [groups[i] for i in range(len(groups))]
+    plain = GroupCollator(model, groups, caption=True)(items)
+    explained = GroupCollator(model, groups, caption=True, explain_tokens=12)(items)
+    idx = [j for it in items for j in it["points"]]
+    ids, mask = explained["input_ids"], explained["explain_mask"]
+    for row, j in enumerate(idx):
+        p, n = data.points[j], int(plain["attention_mask"][row].sum())
+        want = model.encoder.explanation_ids(p.rationale, 12) if p.rationale else []
+        assert ids[row, 1:][mask[row, :-1]].tolist() == want
+        assert ids[row, :n].tolist() == plain["input_ids"][row, :n].tolist()
+        assert int(explained["attention_mask"][row].sum()) == n + len(want)
+        assert torch.equal(explained["caption_mask"][row, : plain["caption_mask"].shape[1]], plain["caption_mask"][row])
+    assert len(model.encoder.explanation_ids(data.points[7].rationale, 12)) == 12  # truncated
+    assert not mask[idx.index(3)].any()
+    keys = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw", "read_positions")
+    with torch.no_grad():
+        a = model(**{k: plain[k] for k in keys})
+        b = model(**{k: explained[k] for k in keys})
+    torch.testing.assert_close(b, a, atol=BATCH_INVARIANCE_ATOL, rtol=0)
+
+
+def test_explanation_loss_trains(tmp_path):
+    """A short run with the explanation loss on: finite loss, weights move, the checkpoint scores."""
+    import json
+
+    from zreward.data import load_dataset
+    from zreward.training import sft_config_for, train_sft
+
+    _tiny_dataset(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "points.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["rationale"] = "The card is red and the image is " + ("sharp." if "5.0" in json.dumps(r) else "blurry.")
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = load_dataset(tmp_path)
+    cfg = sft_config_for(tmp_path / "scratch", epochs=2, explanation_loss_weight=1.0, explanation_tokens=16,
+                         workers=0, disable_tqdm=True)
+    model = train_sft(data, tmp_path / "out", cfg)
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert log["steps"] >= 1 and math.isfinite(log["train_loss"])
+    dist = model.score([str(data.points[0].image)], [data.points[0].prompt])
+    assert torch.isfinite(dist.probs).all()
+
+
+def test_init_at_a_new_image_size_keeps_every_weight(tmp_path):
+    """--init with --image-size: the checkpoint's weights carry over unchanged, the model reads the new
+    resolution (4x the image tokens at twice the side) and scores; a size off the patch grid is refused."""
+    import pytest
+
+    from zreward.errors import InputError
+    from zreward.models import build_tiny_model
+    from zreward.training import sft_config_for
+    from zreward.training.sft import _init_model
+
+    data = _tiny_dataset(tmp_path)
+    base = build_tiny_model("qwen2_vl", rubric=data.rubric, corpus=data.prompts)
+    base.save_pretrained(tmp_path / "base")
+    model = _init_model(sft_config_for(tmp_path / "x", init=str(tmp_path / "base"), image_size=2 * base.image_size), data)
+    assert model.image_size == 2 * base.image_size and model.image_tokens == 4 * base.image_tokens
+    theirs = base.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+    dist = model.score([str(data.points[0].image)], [data.points[0].prompt])
+    assert torch.isfinite(dist.probs).all()
+    with pytest.raises(InputError, match="multiple of"):
+        _init_model(sft_config_for(tmp_path / "x", init=str(tmp_path / "base"), image_size=base.image_size + 14), data)

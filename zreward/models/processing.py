@@ -119,6 +119,11 @@ class PromptEncoder:
         """[start, end) of the prompt's tokens in encode_one's ids (the same for every rationale)."""
         return len(self.head), len(self.head) + len(self.prompt_ids(prompt))
 
+    def explanation_ids(self, rationale: str, max_tokens: int) -> list[int]:
+        """The tokens a student may be trained to write AFTER its slots (an auxiliary loss): the
+        rationale's first `max_tokens`. Scoring never sees them: the slots come first and attention is causal."""
+        return self._enc("\n" + rationale.strip())[:max_tokens]
+
     def encode_one(self, prompt: str, rationale: str | None = None, where: str = "prompt") -> tuple[list[int], list[int]]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(f"{where}: empty prompt")

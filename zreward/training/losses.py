@@ -40,10 +40,11 @@ def thurstone_pair_loss(probs: torch.Tensor, values: torch.Tensor, weights: torc
     return torch.nn.functional.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), target)
 
 
-def caption_loss(logits: torch.Tensor, input_ids: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
-    """Next-token CE on the prompt tokens, which follow the image in the template: image captioning.
+def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token CE at the positions of text_mask (B, L): the auxiliary text losses of the student
+    (captioning: the prompt tokens, which follow the image; explaining: rationale tokens after the slots).
 
-    logits: (N, V) at the positions where caption_mask (B, L) is True, each predicting the token after it.
+    logits: (N, V) at the positions where text_mask is True, each predicting the token after it.
     """
-    targets = input_ids[:, 1:][caption_mask[:, :-1]]
+    targets = input_ids[:, 1:][text_mask[:, :-1]]
     return torch.nn.functional.cross_entropy(logits.float(), targets)

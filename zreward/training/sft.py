@@ -19,7 +19,7 @@ from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
 from zreward.models import ZRewardModel, build_tiny_model, load_model
-from zreward.training.losses import caption_loss, soft_label_ce, thurstone_pair_loss
+from zreward.training.losses import next_token_loss, soft_label_ce, thurstone_pair_loss
 from zreward.training.sft_config import SFTStudentConfig
 
 
@@ -49,9 +49,9 @@ class GroupCollator:
     """Prompt groups -> a batch on the CPU. It holds the model's InputPreparer, not the model, so it
     runs in data-loader workers while the model trains on a GPU."""
 
-    def __init__(self, model: ZRewardModel, groups: PromptGroups, caption: bool = False):
+    def __init__(self, model: ZRewardModel, groups: PromptGroups, caption: bool = False, explain_tokens: int = 0):
         self.prepare, self.encoder, self.rubric = model.preparer, model.encoder, model.rubric
-        self.g, self.caption = groups, caption
+        self.g, self.caption, self.explain_tokens = groups, caption, explain_tokens
 
     def __call__(self, items: list[dict]) -> dict:
         idx = [j for it in items for j in it["points"]]
@@ -62,9 +62,29 @@ class GroupCollator:
         batch["target_mask"] = self.g.mask[idx]
         batch["human_overall"] = self.g.overall[idx].float()
         batch["group"] = torch.tensor([it["group"] for it in items for _ in it["points"]])
+        if self.explain_tokens > 0 and any(p.rationale for p in pts):
+            self._append_explanations(batch, pts)
         if self.caption:
             batch["caption_mask"] = self._caption_mask(pts, batch["input_ids"].shape[1])
         return {k: v.contiguous() for k, v in batch.items()}  # expanded views cannot be pinned
+
+    def _append_explanations(self, batch: dict, pts) -> None:
+        """Appends each rationale's first tokens after the row's last template token (after every slot)
+        and sets batch["explain_mask"]: (B, L) True at the positions that predict one of them."""
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        lengths = attn.sum(1).tolist()
+        extra = [self.encoder.explanation_ids(p.rationale, self.explain_tokens) if p.rationale else [] for p in pts]
+        length = max(n + len(e) for n, e in zip(lengths, extra))
+        new_ids = ids.new_full((len(pts), length), self.encoder.pad_id)
+        new_attn, explain = attn.new_zeros((len(pts), length)), torch.zeros(len(pts), length, dtype=torch.bool)
+        for i, (n, e) in enumerate(zip(lengths, extra)):
+            new_ids[i, :n] = ids[i, :n]
+            new_ids[i, n : n + len(e)] = torch.tensor(e, dtype=ids.dtype)
+            new_attn[i, : n + len(e)] = 1
+            explain[i, n - 1 : n - 1 + len(e)] = True  # position t predicts token t + 1
+        batch["input_ids"], batch["attention_mask"] = new_ids, new_attn
+        batch["mm_token_type_ids"] = (new_ids == self.encoder.image_id).to(batch["mm_token_type_ids"].dtype)
+        batch["explain_mask"] = explain
 
     def _caption_mask(self, pts, length: int) -> torch.Tensor:
         """(B, L) True at the positions that predict a prompt token, for images rated well aligned.
@@ -87,13 +107,14 @@ class SFTStudentTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target, mask = inputs.pop("target"), inputs.pop("target_mask")
         human, group = inputs.pop("human_overall"), inputs.pop("group")
-        caption = inputs.pop("caption_mask", None)
+        caption, explain = inputs.pop("caption_mask", None), inputs.pop("explain_mask", None)
         core = model.module if hasattr(model, "module") else model
         probs, hidden = model(**inputs, return_hidden=True)
         loss = soft_label_ce(probs, target, mask)
-        if caption is not None and caption.any():
-            logits = core.backbone.get_output_embeddings()(hidden[caption])
-            loss = loss + self.args.caption_loss_weight * caption_loss(logits, inputs["input_ids"], caption)
+        for text_mask, weight in ((caption, self.args.caption_loss_weight), (explain, self.args.explanation_loss_weight)):
+            if text_mask is not None and text_mask.any():
+                logits = core.backbone.get_output_embeddings()(hidden[text_mask])
+                loss = loss + weight * next_token_loss(logits, inputs["input_ids"], text_mask)
         w = self.args.pair_loss_weight
         if w > 0:
             # Pairs are ranked on the human overall mean, so images missing a dimension still pair.
@@ -125,7 +146,13 @@ def _init_model(cfg: SFTStudentConfig, data: PreferenceDataset) -> ZRewardModel:
             seed=cfg.seed_model, hidden=cfg.hidden_size, layers=cfg.num_layers,
             vision_hidden=cfg.vision_hidden_size, vision_depth=cfg.vision_depth,
         )
-    return load_model(cfg.init, rubric=data.rubric)
+    model = load_model(cfg.init, rubric=data.rubric)
+    if cfg.image_size is not None and cfg.image_size != model.image_size:
+        # A new resolution for a trained model: every weight carries over (patches keep their size, the
+        # vision tower's 2-D rotary positions extend to the larger grid); only the image-token count changes.
+        model = ZRewardModel(model.backbone, model.tokenizer, model.rubric, cfg.image_size, model.template,
+                             model.temperature)
+    return model
 
 
 def _apply_lora(model: ZRewardModel, cfg: SFTStudentConfig) -> None:
@@ -186,7 +213,7 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
 
     def make_batch(i: int) -> dict:
         batch = collator([groups[(i * 97 + j) % len(groups)] for j in range(cfg.per_device_train_batch_size)])
-        for key in ("target", "target_mask", "human_overall", "group", "caption_mask"):
+        for key in ("target", "target_mask", "human_overall", "group", "caption_mask", "explain_mask"):
             batch.pop(key, None)
         return batch
 
@@ -222,7 +249,8 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     if cfg.lora_r > 0:
         _apply_lora(model, cfg)
     groups = PromptGroups(train, cfg.max_images_per_group)
-    collator = GroupCollator(model, groups, caption=cfg.caption_loss_weight > 0)
+    collator = GroupCollator(model, groups, caption=cfg.caption_loss_weight > 0,
+                             explain_tokens=cfg.explanation_tokens if cfg.explanation_loss_weight > 0 else 0)
     callbacks = []
     if cfg.max_minutes:
         callbacks.append(TimeLimit(cfg.max_minutes))

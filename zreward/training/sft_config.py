@@ -21,7 +21,8 @@ class SFTStudentConfig(TrainingArguments):
         metadata={"help": "Backbone family for a fresh tiny model: qwen2_vl, qwen2_5_vl, qwen3_vl or qwen3_5."},
     )
     image_size: int | None = field(
-        default=None, metadata={"help": "Square input resolution of a fresh model (default: 4 x patch x merge)."}
+        default=None, metadata={"help": "Square input resolution of a fresh model (default: 4 x patch x merge), or a new "
+                                        "resolution for the --init model (its weights carry over)."}
     )
     hidden_size: int = field(default=128, metadata={"help": "Language model width of a fresh tiny model."})
     num_layers: int = field(default=4, metadata={"help": "Language model depth of a fresh tiny model."})
@@ -42,6 +43,16 @@ class SFTStudentConfig(TrainingArguments):
                           "this is captioning: it binds words to pixels, which the alignment slot needs). Only "
                           "images whose alignment is rated in the top quarter of the scale count (every image without an alignment "
                           "dimension). 0 disables."},
+    )
+    explanation_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of an auxiliary next-token loss on the first --explanation-tokens tokens of each "
+                          "point's rationale, appended AFTER the score slots (the student learns to say what it sees "
+                          "and what fails; scoring is unchanged, since attention is causal). Points without a "
+                          "rationale skip it. 0 disables."},
+    )
+    explanation_tokens: int = field(
+        default=64, metadata={"help": "How many rationale tokens the explanation loss covers (longer costs more)."}
     )
     max_images_per_group: int = field(
         default=6, metadata={"help": "Larger prompt groups are split into chunks of at most this many images."}
