@@ -173,7 +173,8 @@ def test_explanations_follow_the_slots_and_leave_the_scores_unchanged(tmp_path):
 
 
 def test_explanation_loss_trains(tmp_path):
-    """A short run with the explanation loss on: finite loss, weights move, the checkpoint scores."""
+    """The explanation loss reaches the objective: the same run (same seed, same data) with it on has a
+    training loss larger by about the rationale tokens' cross-entropy, and its checkpoint scores."""
     import json
 
     from zreward.data import load_dataset
@@ -182,14 +183,19 @@ def test_explanation_loss_trains(tmp_path):
     _tiny_dataset(tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "points.jsonl").read_text().splitlines()]
     for r in rows:
-        r["rationale"] = "The card is red and the image is " + ("sharp." if "5.0" in json.dumps(r) else "blurry.")
+        r["rationale"] = "The card is red and the image is " + ("sharp." if r["scores"]["fidelity"][0] > 3 else "blurry.")
     (tmp_path / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     data = load_dataset(tmp_path)
-    cfg = sft_config_for(tmp_path / "scratch", epochs=2, explanation_loss_weight=1.0, explanation_tokens=16,
-                         workers=0, disable_tqdm=True)
-    model = train_sft(data, tmp_path / "out", cfg)
-    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
-    assert log["steps"] >= 1 and math.isfinite(log["train_loss"])
+    losses = {}
+    for weight in (0.0, 1.0):
+        cfg = sft_config_for(tmp_path / f"scratch{weight}", epochs=1, explanation_loss_weight=weight,
+                             explanation_tokens=16, caption_loss_weight=0.0, workers=0, disable_tqdm=True)
+        model = train_sft(data, tmp_path / f"out{weight}", cfg)
+        log = json.loads((tmp_path / f"out{weight}" / "training_log.json").read_text())
+        assert log["steps"] >= 1 and math.isfinite(log["train_loss"])
+        losses[weight] = log["train_loss"]
+    # A fresh model's next-token CE over a ~500-token vocabulary is about ln(500) = 6.2 nats per token.
+    assert losses[1.0] > losses[0.0] + 3.0, losses
     dist = model.score([str(data.points[0].image)], [data.points[0].prompt])
     assert torch.isfinite(dist.probs).all()
 
