@@ -180,6 +180,10 @@ def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r
                          image_size=image_size, hidden_size=hidden_size, num_layers=num_layers, vision_hidden_size=vision_hidden_size,
                          vision_depth=vision_depth, workers=workers)
     train_sft(train_set, out, cfg, val=val_set)
+    from zreward.training.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun / accelerate launch the main process reports
+        return
     log = json.loads((Path(out) / "training_log.json").read_text())
     click.echo(f"saved {out} ({log['steps']} steps, {log['minutes']:.1f} min, loss {log['train_loss']:.4f})")
     if "val" in log:

@@ -1,3 +1,4 @@
+import json
 import math
 
 import torch
@@ -221,3 +222,41 @@ def test_init_at_a_new_image_size_keeps_every_weight(tmp_path):
     assert torch.isfinite(dist.probs).all()
     with pytest.raises(InputError, match="multiple of"):
         _init_model(sft_config_for(tmp_path / "x", init=str(tmp_path / "base"), image_size=base.image_size + 14), data)
+
+
+def test_cosine_schedule_matches_the_trainers_and_can_be_replanned():
+    from transformers import get_cosine_schedule_with_warmup
+
+    from zreward.training.sft import CosineSchedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = get_cosine_schedule_with_warmup(opt, num_warmup_steps=7, num_training_steps=100).lr_lambdas[0]
+    ours = CosineSchedule(7, 100)
+    for step in range(0, 101):
+        assert abs(ours(step) - ref(step)) < 1e-12, step
+    assert ours(101) == ours(150) == 0.0  # past the end it stays at zero (the Trainer's would rise again)
+    ours.total = 60  # re-planned mid-run: the cosine now ends at step 60
+    assert ours(60) == 0.0 and ours(61) == 0.0 and 0 < ours(59) < ours(30) < 1
+
+
+def test_budget_replans_a_pessimistic_estimate(tmp_path, monkeypatch):
+    """The pre-training estimate is made 1.6x too slow on purpose (measured on ShapeWorld: 1.3-1.5x): the
+    run measures its own step rate, re-plans its cosine to end at the deadline and stops there, instead
+    of leaving a third of the budget unused."""
+    import zreward.training.sft as sft
+    from zreward.training import sft_config_for
+
+    real = sft.seconds_per_step
+    monkeypatch.setattr(sft, "seconds_per_step", lambda *a, **k: 1.6 * real(*a, **k))
+    (tmp_path / "d").mkdir()
+    data = _tiny_dataset(tmp_path / "d")
+    budget = 0.4
+    cfg = sft_config_for(tmp_path / "run", epochs=100000, max_minutes=budget, vision_warmup_minutes=0.0,
+                         groups_per_batch=1, caption_loss_weight=0.0)
+    sft.train_sft(data, tmp_path / "m", cfg)
+    log = json.loads((tmp_path / "m" / "training_log.json").read_text())
+    plan = log["planned_steps"]
+    assert plan["upper_bound"] == sft.REPLAN_ROOM * plan["estimate"]
+    assert 1.2 * plan["estimate"] < plan["replanned"] < plan["upper_bound"]
+    assert log["steps"] <= plan["replanned"]
+    assert 0.6 * budget < log["minutes"] < budget  # the student used most of its share, and no more

@@ -45,7 +45,12 @@ def sft_config_for(out, *, init=None, epochs=30.0, lr=LR, backbone="qwen2_vl", l
     )
     kwargs.update(overrides)
     cfg = SFTStudentConfig(**kwargs)
-    cfg.per_device_train_batch_size = cfg.groups_per_batch
+    # Under torchrun / accelerate launch a step's groups are split over the processes.
+    if cfg.groups_per_batch % cfg.world_size:
+        from zreward.errors import InputError
+
+        raise InputError(f"--groups-per-batch {cfg.groups_per_batch} does not split evenly over {cfg.world_size} processes")
+    cfg.per_device_train_batch_size = cfg.groups_per_batch // cfg.world_size
     return cfg
 
 

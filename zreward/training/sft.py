@@ -7,18 +7,21 @@ the same-prompt pairs that HPA is measured on. Only `compute_loss` is overridden
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import SchedulerType, Trainer, TrainerCallback
 
 from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
 from zreward.models import ZRewardModel, build_tiny_model, load_model
+from zreward.training.distributed import agreed_max, any_rank, is_main_process, wait_for_main, world_size
 from zreward.training.losses import next_token_loss, soft_label_ce, thurstone_pair_loss
 from zreward.training.sft_config import SFTStudentConfig
 
@@ -103,7 +106,31 @@ class GroupCollator:
         return mask
 
 
+class CosineSchedule:
+    """The Trainer's cosine-with-warm-up learning-rate factor (same formula), with a `total` that a
+    wall-clock budget can re-plan mid-run (see TimeLimit)."""
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
 class SFTStudentTrainer(Trainer):
+    # Steps the budget is expected to fit (set by _fit_schedule_to_budget): the warm-up is a share of
+    # these, not of max_steps, which is only an upper bound when TimeLimit re-plans.
+    expected_steps: int | None = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.args.lr_scheduler_type == SchedulerType.COSINE:
+            warmup = self.args.get_warmup_steps(min(num_training_steps, self.expected_steps or num_training_steps))
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, CosineSchedule(warmup, num_training_steps))
+        return super().create_scheduler(num_training_steps, optimizer)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         target, mask = inputs.pop("target"), inputs.pop("target_mask")
         human, group = inputs.pop("human_overall"), inputs.pop("group")
@@ -129,14 +156,46 @@ FINISH_RESERVE, FINISH_RESERVE_MINUTES = 0.04, 0.05
 
 
 class TimeLimit(TrainerCallback):
-    """Stops training after a wall-clock budget (checked every step)."""
+    """Stops training after a wall-clock budget, every rank at the same step.
+
+    When the run's learning rate follows a CosineSchedule it also re-plans it once, early on, from the
+    step rate measured in the run itself, so that the cosine reaches zero at the deadline: the estimate
+    made before training (a few timed steps) is only an upper bound on the steps. Measured on ShapeWorld
+    it was 1.3-1.5x too slow (it times fresh tensor shapes and a few batches), which left a third of
+    the budget unused.
+    """
+
+    # The step rate is measured between these fractions of max_steps (after the first, slower steps).
+    MEASURE_FROM, MEASURE_TO, MARGIN = 0.02, 0.06, 0.97
 
     def __init__(self, minutes: float):
         self.deadline = time.monotonic() + 60 * minutes
+        self.stop_at: int | None = None
+        self.replanned: int | None = None
+        self._mark: float | None = None
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() > self.deadline:
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        now = time.monotonic()
+        schedule = getattr(lr_scheduler, "lr_lambdas", [None])[0]
+        if isinstance(schedule, CosineSchedule) and self.replanned is None:
+            self._replan(state, schedule, now)
+        late = now > self.deadline or (self.stop_at is not None and state.global_step >= self.stop_at)
+        if any_rank(late):
             control.should_training_stop = True
+
+    def _replan(self, state, schedule: CosineSchedule, now: float) -> None:
+        start = max(3, round(self.MEASURE_FROM * state.max_steps))
+        end = max(start + 10, round(self.MEASURE_TO * state.max_steps))
+        if end >= state.max_steps // 2:
+            self.replanned = state.max_steps  # too short a run to measure and still re-plan
+        elif state.global_step == start:
+            self._mark = now
+        elif state.global_step == end and self._mark is not None:
+            rate = (now - self._mark) / (end - start)
+            fits = end + int(self.MARGIN * (self.deadline - now) / rate)
+            total = int(-agreed_max(-min(fits, state.max_steps)))  # the slowest rank's plan
+            schedule.total = max(total, schedule.warmup + 1, end + 1)
+            self.stop_at = self.replanned = schedule.total
 
 
 def _init_model(cfg: SFTStudentConfig, data: PreferenceDataset) -> ZRewardModel:
@@ -180,19 +239,22 @@ def merge_lora(model: ZRewardModel) -> None:
 def seconds_per_step(make_batch, run_batch, device: torch.device, workers: int, n: int = 3) -> float:
     """Wall seconds per training step: the model's pass (forward + backward), plus the batch loading
     when the main process loads, or the loading spread over `workers` processes when that is slower.
-    Neither first pass is timed: the model's pays one-off allocation and compile costs, the loader's
-    reads the images from disk (after the first epoch they come from the page cache)."""
+    No first pass is timed: the model's pay one-off allocation and compile costs for each new shape, the
+    loader's reads the images from disk (after the first epoch they come from the page cache)."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    batches = [make_batch(i) for i in range(n + 1)]
+    batches = [make_batch(i) for i in range(n)]
     t0 = time.monotonic()
     for i in range(n):
         make_batch(i)
     load = (time.monotonic() - t0) / n
-    run_batch(batches[n])
+    for batch in batches:
+        # Each batch once untimed: a new shape pays one-off costs (oneDNN primitives, allocator growth)
+        # that a long run pays once per shape, not once per step.
+        run_batch(batch)
     sync()
     t0 = time.monotonic()
     for batch in batches[:n]:
@@ -202,13 +264,18 @@ def seconds_per_step(make_batch, run_batch, device: torch.device, workers: int, 
     return compute + load if workers == 0 else max(compute, load / workers)
 
 
-def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator, cfg: SFTStudentConfig) -> None:
-    """Shortens the run so that the whole cosine schedule fits in --max-minutes.
+# How far beyond the pre-training estimate of the steps that fit a run may go once re-planned.
+REPLAN_ROOM = 2
 
-    Times a few forward+backward passes (weights untouched) and caps max_steps; the TimeLimit
-    callback stays as a safety net.
+
+def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator, cfg: SFTStudentConfig) -> int:
+    """Caps the run so that the whole cosine schedule fits in --max-minutes; returns the steps expected to fit.
+
+    Times a few forward+backward passes (weights untouched). max_steps becomes an upper bound
+    (REPLAN_ROOM x the estimate) that TimeLimit re-plans from the measured step rate; TimeLimit's
+    deadline stays as a safety net.
     """
-    steps_per_epoch = -(-len(groups) // cfg.per_device_train_batch_size)
+    steps_per_epoch = -(-len(groups) // (cfg.per_device_train_batch_size * world_size()))
     planned = cfg.max_steps if cfg.max_steps > 0 else int(steps_per_epoch * cfg.num_train_epochs)
 
     def make_batch(i: int) -> dict:
@@ -220,12 +287,17 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
     def run_batch(batch: dict) -> None:
         model(**{k: v.to(model.device) for k, v in batch.items()}).sum().backward()
 
-    per_step = seconds_per_step(make_batch, run_batch, model.device, cfg.dataloader_num_workers)
+    # The slowest rank sets the pace (and all ranks must plan the same number of steps).
+    per_step = agreed_max(seconds_per_step(make_batch, run_batch, model.device, cfg.dataloader_num_workers))
     model.zero_grad(set_to_none=True)
     per_step *= 1.1  # the optimizer step and logging on top
-    fits = int(cfg.max_minutes * 60 * 0.92 / per_step)
-    if fits < planned:
-        cfg.max_steps = max(fits, 1)
+    fits = max(int(cfg.max_minutes * 60 * 0.92 / per_step), 1)
+    # TimeLimit re-plans from the run's own step rate, which can only shorten the run: leave it room
+    # (tiny runs, too short to re-plan, keep the estimate).
+    upper = REPLAN_ROOM * fits if REPLAN_ROOM * fits > 40 else fits
+    if upper < planned:
+        cfg.max_steps = upper
+    return min(fits, planned)
 
 
 def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
@@ -244,19 +316,20 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     if cfg.max_minutes:
         # --max-minutes bounds the whole run: the model build, the warm-up and its estimate come off the
         # student's share, and a little is kept for the validation pass and saving.
-        spent = (time.monotonic() - start) / 60
+        spent = agreed_max((time.monotonic() - start) / 60)  # the same budget, so the same plan, on every rank
         cfg.max_minutes = max(cfg.max_minutes * (1 - FINISH_RESERVE) - FINISH_RESERVE_MINUTES - spent, 0.1)
     if cfg.lora_r > 0:
         _apply_lora(model, cfg)
     groups = PromptGroups(train, cfg.max_images_per_group)
     collator = GroupCollator(model, groups, caption=cfg.caption_loss_weight > 0,
                              explain_tokens=cfg.explanation_tokens if cfg.explanation_loss_weight > 0 else 0)
-    callbacks = []
+    callbacks, expected = [], None
     if cfg.max_minutes:
         callbacks.append(TimeLimit(cfg.max_minutes))
-        _fit_schedule_to_budget(model, groups, collator, cfg)
+        expected = _fit_schedule_to_budget(model, groups, collator, cfg)
     trainer = SFTStudentTrainer(model=model, args=cfg, train_dataset=groups,
                                 data_collator=collator, callbacks=callbacks)
+    trainer.expected_steps = expected
     t0 = time.monotonic()
     try:
         result = trainer.train()
@@ -266,9 +339,14 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     if cfg.lora_r > 0:
         merge_lora(model)
     model.eval()
+    if not is_main_process():  # the main process saves and validates; the others wait until it has
+        wait_for_main()
+        return model
     model.save_pretrained(out)
     log |= {"train_loss": result.training_loss, "steps": result.global_step, "minutes": minutes,
-           "n_points": len(train.points), "n_groups": len(groups)}
+           "n_points": len(train.points), "n_groups": len(groups), "processes": world_size()}
+    if callbacks:
+        log["planned_steps"] = {"estimate": expected, "upper_bound": cfg.max_steps, "replanned": callbacks[0].replanned}
     if val is not None and val.points:
         from zreward.eval import evaluate
 
@@ -276,4 +354,5 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     from zreward.io import atomic_write_text
 
     atomic_write_text(Path(out) / "training_log.json", json.dumps(log, indent=2))
+    wait_for_main()
     return model

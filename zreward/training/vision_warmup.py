@@ -79,16 +79,18 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
     import tempfile
     from dataclasses import replace
 
+    from zreward.training.distributed import agreed_max
     from zreward.training.sft import TimeLimit
 
     batch_size = batch_size or args.vision_warmup_batch_size
     probe = VisionScoreProbe(model).to(model.device)
     collator = _PointCollator(model, data)
     points = _Points(len(data.points))
-    per_step = _seconds_per_step(probe, collator, batch_size, len(points), args.dataloader_num_workers)
+    per_step = agreed_max(_seconds_per_step(probe, collator, batch_size, len(points), args.dataloader_num_workers))
     steps = max(1, int(minutes * 60 * 0.92 / per_step))
     stage_args = replace(args, output_dir=tempfile.mkdtemp(prefix="zreward-warmup-"), max_steps=steps,
-                         learning_rate=lr, per_device_train_batch_size=batch_size)
+                         learning_rate=lr,
+                         per_device_train_batch_size=max(1, batch_size // args.world_size))
     trainer = Trainer(model=probe, args=stage_args, train_dataset=points, data_collator=collator,
                       callbacks=[TimeLimit(minutes)])
     t0 = time.monotonic()
