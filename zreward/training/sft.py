@@ -346,7 +346,8 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     log |= {"train_loss": result.training_loss, "steps": result.global_step, "minutes": minutes,
            "n_points": len(train.points), "n_groups": len(groups), "processes": world_size()}
     if callbacks:
-        log["planned_steps"] = {"estimate": expected, "upper_bound": cfg.max_steps, "replanned": callbacks[0].replanned}
+        log["planned_steps"] = {"estimate": expected, "upper_bound": trainer.state.max_steps,
+                                "replanned": callbacks[0].replanned}
     if val is not None and val.points:
         from zreward.eval import evaluate
 
