@@ -257,7 +257,7 @@ def seconds_per_step(make_batch, run_batch, device: torch.device, workers: int, 
         run_batch(batch)
     sync()
     t0 = time.monotonic()
-    for batch in batches[:n]:
+    for batch in batches:
         run_batch(batch)
     sync()
     compute = (time.monotonic() - t0) / n
@@ -275,7 +275,7 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
     (REPLAN_ROOM x the estimate) that TimeLimit re-plans from the measured step rate; TimeLimit's
     deadline stays as a safety net.
     """
-    steps_per_epoch = -(-len(groups) // (cfg.per_device_train_batch_size * world_size()))
+    steps_per_epoch = -(-len(groups) // (cfg.per_device_train_batch_size * cfg.world_size))
     planned = cfg.max_steps if cfg.max_steps > 0 else int(steps_per_epoch * cfg.num_train_epochs)
 
     def make_batch(i: int) -> dict:
