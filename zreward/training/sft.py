@@ -304,6 +304,10 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
               val: PreferenceDataset | None = None) -> ZRewardModel:
     """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
     start = time.monotonic()
+    if torch.device(cfg.device).type == "cpu":
+        from zreward.training.allocator import keep_freed_memory
+
+        keep_freed_memory()  # activations reuse heap blocks instead of fresh mmaps every step
     # On the training device from the start: the warm-up moves only the vision tower, and the budget
     # estimates run before the Trainer would move the model.
     model = _init_model(cfg, train).to(cfg.device)
