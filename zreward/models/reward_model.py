@@ -20,6 +20,7 @@ from zreward.errors import InputError
 from zreward.images import check_image_tensor
 from zreward.models.backbones import Family, family_of
 from zreward.models.processing import InputPreparer, PromptEncoder, PromptTemplate
+from zreward.models.vision_attention import use_packed_vision_attention
 from zreward.rubric import Rubric
 
 FORMAT_VERSION = 1
@@ -36,6 +37,8 @@ class ZRewardModel(nn.Module):
                  template: PromptTemplate | None = None, temperature: float = 1.0):
         super().__init__()
         self.backbone = backbone
+        # One batched attention call per vision layer instead of one per image (same maths).
+        use_packed_vision_attention(backbone)
         self.tokenizer = tokenizer
         self.rubric = rubric
         self.family: Family = family_of(backbone.config)
