@@ -2,10 +2,11 @@
 
 glibc serves blocks above a dynamic threshold (128 KiB, growing to at most 32 MiB) with fresh `mmap`s
 and returns them with `munmap`, so every step of a CPU training run faults in, zeroes and unmaps
-its activation buffers again: measured on this project's 336-px student, a tenth of the process's
-CPU time was kernel time. Keeping blocks up to 32 MiB in the heap (and not trimming it) makes the
-allocator reuse them; the kernel time drops to about 0.5%. Costs: freed memory stays with the
-process until it exits (the peak, not more).
+its activation buffers again: on the 336-px default model 6% of the process's CPU time was kernel
+time (`bench/bench_train_step.py`). Keeping blocks up to 32 MiB in the heap (and not trimming it)
+makes the allocator reuse them; kernel time drops to 0.4%. On the 2-core VM it was measured on, the
+step time did not change beyond run-to-run noise. Cost: freed memory stays with the process until it
+exits (the peak, not more).
 """
 
 from __future__ import annotations
