@@ -13,7 +13,7 @@ FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]
 
 
 @pytest.fixture
-def calls(monkeypatch):
+def calls():
     """Counts calls of the registered implementation, so a comparison cannot pass by not using it."""
     count = [0]
 
@@ -21,8 +21,9 @@ def calls(monkeypatch):
         count[0] += 1
         return va.packed_attention(*args, **kwargs)
 
-    monkeypatch.setitem(AttentionInterface._global_mapping, va.PACKED_VISION_ATTENTION, counting)
-    return count
+    AttentionInterface.register(va.PACKED_VISION_ATTENTION, counting)
+    yield count
+    AttentionInterface.register(va.PACKED_VISION_ATTENTION, va.packed_attention)
 
 
 def _vision_pass(visual, pixels, grid_thw):

@@ -35,8 +35,7 @@ def packed_attention(module, query: torch.Tensor, key: torch.Tensor, value: torc
         raise ValueError("packed vision attention takes one packed, unmasked, non-causal sequence")
     if cu_seq_lens_k is not None and cu_seq_lens_k is not cu_seq_lens_q and not torch.equal(cu_seq_lens_k, cu_seq_lens_q):
         raise ValueError("packed vision attention is self-attention: query and key segments must match")
-    _, heads, n, dim = query.shape
-    dropout = dropout if module.training else 0.0
+    _, heads, n, dim = query.shape  # the towers pass dropout 0 in eval mode
     lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist() if cu_seq_lens_q is not None else [n]
     if len(set(lengths)) == 1:
         b, length = len(lengths), lengths[0]
