@@ -56,6 +56,9 @@ class Rubric:
             raise InputError(f"rubric bin values must be ascending and equally spaced: {self.values}")
         if any(d.weight < 0 for d in self.dimensions) or sum(d.weight for d in self.dimensions) <= 0:
             raise InputError("rubric weights must be non-negative with a positive sum")
+        # Scores read from data are almost always the grid values themselves: a dict lookup, not arithmetic.
+        object.__setattr__(self, "_dim_index", {d.name: i for i, d in enumerate(self.dimensions)})
+        object.__setattr__(self, "_exact_bins", {float(v): k for k, v in enumerate(self.values)})
 
     # --- shape --------------------------------------------------------------------------------
     @property
@@ -88,15 +91,20 @@ class Rubric:
     def step(self) -> float:
         return self.values[1] - self.values[0]
 
+    def has_dimension(self, name: str) -> bool:
+        return isinstance(name, str) and name in self._dim_index
+
     def index(self, name: str) -> int:
         try:
-            return self.names.index(name)
-        except ValueError:
+            return self._dim_index[name]
+        except (KeyError, TypeError):
             raise InputError(f"unknown dimension {name!r}; this rubric has {self.names}") from None
 
     # --- scores on the grid -------------------------------------------------------------------
     def bin_of(self, score: float, where: str = "score") -> int:
         """Index of the bin a score sits on; an error naming `where` if it is off the grid."""
+        if type(score) is float and (k := self._exact_bins.get(score)) is not None:
+            return k
         if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
             raise InputError(f"{where}: score {score!r} is not a finite number")
         k = (score - self.low) / self.step

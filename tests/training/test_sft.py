@@ -1,6 +1,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from zreward import default_rubric
@@ -44,7 +45,8 @@ def test_thurstone_pair_loss_has_gradients():
     assert logits.grad.abs().sum() > 0
 
 
-def test_vision_warmup_trains_only_the_vision_tower(tmp_path):
+@pytest.mark.parametrize("images_on_device", [False, True])
+def test_vision_warmup_trains_only_the_vision_tower(tmp_path, images_on_device):
     import json
 
     import numpy as np
@@ -64,7 +66,7 @@ def test_vision_warmup_trains_only_the_vision_tower(tmp_path):
     data = load_dataset(tmp_path)
     model = build_tiny_model("qwen2_vl", corpus=data.prompts)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = sft_config_for(tmp_path / "out")
+    cfg = sft_config_for(tmp_path / "out", images_on_device=images_on_device)
     log = warm_up_vision(model, data, cfg, minutes=0.05, lr=1e-3, batch_size=4)
     assert log["steps"] >= 1 and math.isfinite(log["loss"])
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
@@ -130,6 +132,56 @@ def test_group_collator_batches_on_the_cpu_in_worker_processes(tmp_path):
         if p.scores["alignment"][0] == 5.0:
             expected[start - 1 : end - 1] = True
         assert torch.equal(mask[i], expected)
+
+
+def test_images_on_device_give_the_batch_the_cpu_path_gives(tmp_path):
+    """With images_on_device the collator ships uint8 pixels and the step's attach_pixels turns them into
+    exactly the pixel_values the CPU path makes; images of different sizes fall back to the CPU path."""
+    from PIL import Image
+
+    from zreward.models import build_tiny_model
+    from zreward.training.device_images import attach_pixels
+    from zreward.training.sft import GroupCollator, PromptGroups
+    from zreward.training.vision_warmup import _PointCollator
+
+    data = _tiny_dataset(tmp_path)
+    for i, p in enumerate(data.points):  # textured images, so resizing has something to get wrong
+        Image.fromarray(torch.randint(0, 256, (56, 56, 3), generator=torch.Generator().manual_seed(i),
+                                      dtype=torch.uint8).numpy()).save(p.image)
+    model = build_tiny_model("qwen2_vl", rubric=data.rubric, corpus=data.prompts)
+    groups = PromptGroups(data, max_per_group=6)
+    items = [groups[0], groups[1], groups[2]]
+    on_cpu = GroupCollator(model, groups, caption=True)(items)
+    shipped = GroupCollator(model, groups, caption=True, images_on_device=True)(items)
+    assert "pixel_values" not in shipped and shipped["images"].dtype == torch.uint8
+    on_device = attach_pixels(shipped, model.image_size, model.family)
+    assert on_cpu.keys() == on_device.keys()
+    for k in on_cpu:
+        assert torch.equal(on_cpu[k], on_device[k]), k
+    idx = list(range(4))
+    warm_cpu = _PointCollator(model, data)(idx)
+    warm_dev = attach_pixels(_PointCollator(model, data, images_on_device=True)(idx), model.image_size, model.family)
+    for k in warm_cpu:
+        assert torch.equal(warm_cpu[k], warm_dev[k]), k
+
+    Image.fromarray(torch.zeros(40, 72, 3, dtype=torch.uint8).numpy()).save(data.points[0].image)
+    ragged = GroupCollator(model, groups, images_on_device=True)(items)
+    assert "images" not in ragged and ragged["image_grid_thw"].shape[0] == ragged["input_ids"].shape[0]
+
+
+def test_training_with_images_on_device_runs_and_scores(tmp_path):
+    """A short run that preprocesses in the step (the GPU path, here on the CPU) trains and saves a model
+    that scores; the warm-up takes the same path."""
+    from zreward.training import sft_config_for, train_sft
+
+    data = _tiny_dataset(tmp_path)
+    cfg = sft_config_for(tmp_path / "scratch", epochs=2, workers=0, disable_tqdm=True, images_on_device=True,
+                         vision_warmup_minutes=0.03, vision_warmup_batch_size=4)
+    model = train_sft(data, tmp_path / "out", cfg)
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert log["steps"] >= 2 and math.isfinite(log["train_loss"]) and log["vision_warmup"]["steps"] >= 1
+    dist = model.score([str(data.points[0].image)], [data.points[0].prompt])
+    assert torch.isfinite(dist.probs).all()
 
 
 def test_explanations_follow_the_slots_and_leave_the_scores_unchanged(tmp_path):

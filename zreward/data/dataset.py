@@ -67,11 +67,11 @@ class ImageRef:
 # --- human scores --------------------------------------------------------------------------------
 def _point_means(points: Sequence[Point], rubric: Rubric) -> torch.Tensor:
     """(N, D) float64 mean annotator score per dimension, NaN where a point lacks the dimension."""
-    out = torch.full((len(points), rubric.num_dimensions), math.nan, dtype=torch.float64)
-    for n, p in enumerate(points):
+    rows = [[math.nan] * rubric.num_dimensions for _ in points]
+    for row, p in zip(rows, points):
         for dim, vals in p.scores.items():
-            out[n, rubric.index(dim)] = sum(vals) / len(vals) if vals else math.nan
-    return out
+            row[rubric.index(dim)] = sum(vals) / len(vals) if vals else math.nan
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(points), rubric.num_dimensions)
 
 
 def _weighted(means: torch.Tensor, weights: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -106,16 +106,18 @@ def derive_pairs(points: Sequence[Point], rubric: Rubric) -> list[Pair]:
     by_prompt: dict[str, list[int]] = {}
     for i, p in enumerate(points):
         by_prompt.setdefault(p.prompt, []).append(i)
-    pairs = []
-    for prompt, idx in by_prompt.items():
+    images = [Path(p.image) for p in points]
+    names = [str(im) for im in images]  # compared as strings: Path equality re-parses both sides
+    ia, ib = [], []
+    for idx in by_prompt.values():
         for x, i in enumerate(idx):
             for j in idx[x + 1 :]:
-                if Path(points[i].image) == Path(points[j].image):
-                    continue
-                gap = float(_overall_gap(means[i], means[j], rubric))
-                if not math.isnan(gap):
-                    pairs.append(Pair(prompt, Path(points[i].image), Path(points[j].image), _preference(gap)))
-    return pairs
+                if names[i] != names[j]:
+                    ia.append(i)
+                    ib.append(j)
+    gaps = _overall_gap(means[ia], means[ib], rubric).tolist()  # one batched call, not one per pair
+    return [Pair(points[i].prompt, images[i], images[j], _preference(g))
+            for i, j, g in zip(ia, ib, gaps) if not math.isnan(g)]
 
 
 # --- the dataset ---------------------------------------------------------------------------------
@@ -132,7 +134,7 @@ class PreferenceDataset:
         self.images: list[ImageRef] = []
 
         def ref(path, prompt) -> int:
-            key = (Path(path), prompt)
+            key = (path if isinstance(path, Path) else Path(path), prompt)
             if key not in index:
                 index[key] = len(self.images)
                 self.images.append(ImageRef(*key))
@@ -161,11 +163,15 @@ class PreferenceDataset:
         r = self.rubric
         probs = torch.zeros(len(self.points), r.num_dimensions, r.num_bins, dtype=torch.float32)
         mask = torch.zeros(len(self.points), r.num_dimensions, dtype=torch.bool)
+        rows, cols, hists = [], [], []
         for n, p in enumerate(self.points):
             for dim, vals in p.scores.items():
-                d = r.index(dim)
-                probs[n, d] = torch.tensor(r.histogram(vals, where=f"point {p.id or n} {dim}"))
-                mask[n, d] = True
+                rows.append(n)
+                cols.append(r.index(dim))
+                hists.append(r.histogram(vals, where=f"point {p.id or n} {dim}"))
+        if hists:  # one tensor write, not one per (point, dimension)
+            probs[rows, cols] = torch.tensor(hists, dtype=torch.float32)
+            mask[rows, cols] = True
         return probs, mask
 
     def human_means(self) -> torch.Tensor:
@@ -241,10 +247,10 @@ def _text(obj: dict, key: str, where: str) -> str:
 
 def _image(root: Path, obj: dict, key: str, where: str, check: bool) -> Path:
     raw = _text(obj, key, where)
-    path = Path(os.path.normpath(root / raw))  # an absolute `raw` replaces root
-    if check and not path.is_file():
+    path = os.path.normpath(os.path.join(root, raw))  # an absolute `raw` replaces root
+    if check and not os.path.isfile(path):
         raise InputError(f"{where}: {key} {raw!r} not found (looked for {path})")
-    return path
+    return Path(path)
 
 
 def _scores(raw, rubric: Rubric, where: str) -> dict[str, list[float]]:
@@ -252,7 +258,7 @@ def _scores(raw, rubric: Rubric, where: str) -> dict[str, list[float]]:
         raise InputError(f"{where}: 'scores' must be a non-empty object {{dimension: [scores]}}, got {raw!r}")
     out = {}
     for dim, vals in raw.items():
-        if dim not in rubric.names:
+        if not rubric.has_dimension(dim):
             raise InputError(f"{where}: unknown dimension {dim!r}; the rubric's dimensions are {rubric.names}")
         if not isinstance(vals, list):
             raise InputError(f"{where} {dim}: scores must be a list of annotator scores, got {vals!r}")

@@ -19,6 +19,7 @@ import torch
 
 from zreward.errors import InputError
 from zreward.models.backbones import Family
+from zreward.models.positions import position_table  # noqa: F401  (the engines' table, re-exported)
 from zreward.models.processing import PromptEncoder, preprocess_images
 
 
@@ -31,19 +32,6 @@ def max_length(encoder: PromptEncoder) -> int:
 def min_length(encoder: PromptEncoder) -> int:
     """The shortest student-template sequence (a one-token prompt)."""
     return max_length(encoder) - encoder.template.max_prompt_tokens + 1
-
-
-def position_table(model, length: int) -> torch.Tensor:
-    """(3, length) int64: the backbone's `get_rope_index` positions of a full-length template row."""
-    enc = model.encoder
-    filler = length - len(enc.head)
-    ids = torch.tensor([list(enc.head) + [enc.pad_id] * filler], dtype=torch.long)
-    mm = (ids == enc.image_id).long()
-    grid = model.image_size // model.family.patch_size
-    thw = torch.tensor([[1, grid, grid]], dtype=torch.long)
-    pos, _ = model.backbone.model.get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=thw,
-                                                 attention_mask=torch.ones_like(ids))
-    return pos[:, 0, :].clone()
 
 
 class HostInputs:

@@ -19,6 +19,7 @@ from zreward.distribution import ScoreDistribution
 from zreward.errors import InputError
 from zreward.images import check_image_tensor
 from zreward.models.backbones import Family, family_of
+from zreward.models.positions import TemplatePositions
 from zreward.models.processing import InputPreparer, PromptEncoder, PromptTemplate
 from zreward.models.vision_attention import use_packed_vision_attention
 from zreward.rubric import Rubric
@@ -60,6 +61,7 @@ class ZRewardModel(nn.Module):
             raise InputError("score token ids fall outside the backbone's lm_head (checkpoint and tokenizer differ)")
         self.register_buffer("score_token_ids", ids, persistent=False)
         self.register_buffer("bin_values", torch.tensor(rubric.values, dtype=torch.float32), persistent=False)
+        self._positions = TemplatePositions(self)
 
     # --- the graph --------------------------------------------------------------------------------
     @property
@@ -79,6 +81,7 @@ class ZRewardModel(nn.Module):
         out = self.backbone.model(
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
             image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids, use_cache=False,
+            position_ids=self._positions(input_ids, attention_mask, mm_token_type_ids, image_grid_thw),
         )
         return out.last_hidden_state
 

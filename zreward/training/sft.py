@@ -21,6 +21,7 @@ from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
 from zreward.models import ZRewardModel, build_tiny_model, load_model
+from zreward.training.device_images import attach_pixels, stack_uint8
 from zreward.training.distributed import agreed_max, any_rank, is_main_process, wait_for_main, world_size
 from zreward.training.losses import next_token_loss, soft_label_ce, thurstone_pair_loss
 from zreward.training.sft_config import SFTStudentConfig
@@ -50,17 +51,28 @@ class PromptGroups(Dataset):
 
 class GroupCollator:
     """Prompt groups -> a batch on the CPU. It holds the model's InputPreparer, not the model, so it
-    runs in data-loader workers while the model trains on a GPU."""
+    runs in data-loader workers while the model trains on a GPU. With images_on_device it ships the
+    decoded images (uint8 "images") instead of pixel_values, for the step to preprocess on the device
+    (zreward.training.device_images)."""
 
-    def __init__(self, model: ZRewardModel, groups: PromptGroups, caption: bool = False, explain_tokens: int = 0):
+    def __init__(self, model: ZRewardModel, groups: PromptGroups, caption: bool = False, explain_tokens: int = 0,
+                 images_on_device: bool = False):
         self.prepare, self.encoder, self.rubric = model.preparer, model.encoder, model.rubric
         self.g, self.caption, self.explain_tokens = groups, caption, explain_tokens
+        self.images_on_device = images_on_device
 
     def __call__(self, items: list[dict]) -> dict:
         idx = [j for it in items for j in it["points"]]
         pts = [self.g.data.points[j] for j in idx]
         images = [load_image(p.image) for p in pts]
-        batch = self.prepare(images, [p.prompt for p in pts], device="cpu")
+        stacked = stack_uint8(images) if self.images_on_device else None
+        if stacked is None:
+            batch = self.prepare(images, [p.prompt for p in pts], device="cpu")
+        else:
+            layout = self.encoder([p.prompt for p in pts])
+            batch = {"input_ids": layout.input_ids, "attention_mask": layout.attention_mask,
+                     "mm_token_type_ids": layout.mm_token_type_ids, "read_positions": layout.read_positions,
+                     "images": stacked}
         batch["target"] = self.g.hist[idx]
         batch["target_mask"] = self.g.mask[idx]
         batch["human_overall"] = self.g.overall[idx].float()
@@ -136,6 +148,7 @@ class SFTStudentTrainer(Trainer):
         human, group = inputs.pop("human_overall"), inputs.pop("group")
         caption, explain = inputs.pop("caption_mask", None), inputs.pop("explain_mask", None)
         core = model.module if hasattr(model, "module") else model
+        attach_pixels(inputs, core.image_size, core.family)
         probs, hidden = model(**inputs, return_hidden=True)
         loss = soft_label_ce(probs, target, mask)
         for text_mask, weight in ((caption, self.args.caption_loss_weight), (explain, self.args.explanation_loss_weight)):
@@ -196,6 +209,11 @@ class TimeLimit(TrainerCallback):
             total = int(-agreed_max(-min(fits, state.max_steps)))  # the slowest rank's plan
             schedule.total = max(total, schedule.warmup + 1, end + 1)
             self.stop_at = self.replanned = schedule.total
+
+
+def images_on_device(cfg: SFTStudentConfig) -> bool:
+    """cfg.images_on_device, or by default: whenever training runs off the CPU."""
+    return cfg.images_on_device if cfg.images_on_device is not None else torch.device(cfg.device).type != "cpu"
 
 
 def _init_model(cfg: SFTStudentConfig, data: PreferenceDataset) -> ZRewardModel:
@@ -285,7 +303,8 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
         return batch
 
     def run_batch(batch: dict) -> None:
-        model(**{k: v.to(model.device) for k, v in batch.items()}).sum().backward()
+        inputs = attach_pixels({k: v.to(model.device) for k, v in batch.items()}, model.image_size, model.family)
+        model(**inputs).sum().backward()
 
     # The slowest rank sets the pace (and all ranks must plan the same number of steps).
     per_step = agreed_max(seconds_per_step(make_batch, run_batch, model.device, cfg.dataloader_num_workers))
@@ -326,7 +345,8 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
         _apply_lora(model, cfg)
     groups = PromptGroups(train, cfg.max_images_per_group)
     collator = GroupCollator(model, groups, caption=cfg.caption_loss_weight > 0,
-                             explain_tokens=cfg.explanation_tokens if cfg.explanation_loss_weight > 0 else 0)
+                             explain_tokens=cfg.explanation_tokens if cfg.explanation_loss_weight > 0 else 0,
+                             images_on_device=images_on_device(cfg))
     callbacks, expected = [], None
     if cfg.max_minutes:
         callbacks.append(TimeLimit(cfg.max_minutes))

@@ -72,4 +72,10 @@ class SFTStudentConfig(TrainingArguments):
     )
     vision_warmup_lr: float = field(default=1e-3, metadata={"help": "Peak learning rate of the vision warm-up."})
     vision_warmup_batch_size: int = field(default=32, metadata={"help": "Images per step of the vision warm-up."})
+    images_on_device: bool | None = field(
+        default=None,
+        metadata={"help": "Data-loader workers only decode; the step resizes, normalizes and patchifies on the "
+                          "training device (zreward.training.device_images). None: on whenever training runs "
+                          "off the CPU."},
+    )
     seed_model: int = field(default=0, metadata={"help": "Seed of a fresh model's random initialization."})

@@ -22,6 +22,7 @@ from zreward.data.dataset import PreferenceDataset
 from zreward.images import load_image
 from zreward.models import ZRewardModel
 from zreward.models.processing import preprocess_images
+from zreward.training.device_images import attach_pixels, stack_uint8
 from zreward.training.losses import soft_label_ce
 
 
@@ -31,13 +32,17 @@ class VisionScoreProbe(nn.Module):
     def __init__(self, model: ZRewardModel):
         super().__init__()
         self.backbone = model.backbone.model
+        self.image_size, self.family = model.image_size, model.family
         self.dims, self.bins = model.rubric.num_dimensions, len(model.rubric.values)
         width = model.backbone.get_output_embeddings().weight.shape[1]
         self.probe = nn.Linear(2 * width, self.dims * self.bins)
         nn.init.zeros_(self.probe.weight)
         nn.init.zeros_(self.probe.bias)
 
-    def forward(self, pixel_values, image_grid_thw, target, target_mask):
+    def forward(self, target, target_mask, pixel_values=None, image_grid_thw=None, images=None):
+        if images is not None:  # decoded uint8 images, preprocessed here on the device
+            inputs = attach_pixels({"images": images}, self.image_size, self.family)
+            pixel_values, image_grid_thw = inputs["pixel_values"], inputs["image_grid_thw"]
         tokens = self.backbone.get_image_features(pixel_values, image_grid_thw).pooler_output
         pooled = torch.stack([torch.cat([t.mean(0), t.amax(0)]) for t in tokens])
         logits = self.probe(pooled).view(-1, self.dims, self.bins).float()
@@ -56,17 +61,22 @@ class _Points(Dataset):
 
 
 class _PointCollator:
-    """Points -> a CPU batch; holds no model, so it runs in data-loader workers."""
+    """Points -> a CPU batch; holds no model, so it runs in data-loader workers. With images_on_device
+    it ships the decoded uint8 images for the probe to preprocess on the device."""
 
-    def __init__(self, model: ZRewardModel, data: PreferenceDataset):
+    def __init__(self, model: ZRewardModel, data: PreferenceDataset, images_on_device: bool = False):
         self.image_size, self.family, self.data = model.image_size, model.family, data
         self.hist, self.mask = data.histograms()
+        self.images_on_device = images_on_device
 
     def __call__(self, idx: list[int]) -> dict:
         images = [load_image(self.data.points[i].image) for i in idx]
+        batch = {"target": self.hist[idx], "target_mask": self.mask[idx]}
+        stacked = stack_uint8(images) if self.images_on_device else None
+        if stacked is not None:
+            return batch | {"images": stacked}
         pixel_values, grid = preprocess_images(images, self.image_size, self.family)
-        return {"pixel_values": pixel_values, "image_grid_thw": grid.contiguous(), "target": self.hist[idx],
-                "target_mask": self.mask[idx]}
+        return batch | {"pixel_values": pixel_values, "image_grid_thw": grid.contiguous()}
 
 
 def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: float, lr: float,
@@ -80,11 +90,11 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
     from dataclasses import replace
 
     from zreward.training.distributed import agreed_max
-    from zreward.training.sft import TimeLimit
+    from zreward.training.sft import TimeLimit, images_on_device
 
     batch_size = batch_size or args.vision_warmup_batch_size
     probe = VisionScoreProbe(model).to(model.device)
-    collator = _PointCollator(model, data)
+    collator = _PointCollator(model, data, images_on_device=images_on_device(args))
     points = _Points(len(data.points))
     per_step = agreed_max(_seconds_per_step(probe, collator, batch_size, len(points), args.dataloader_num_workers))
     steps = max(1, int(minutes * 60 * 0.92 / per_step))
