@@ -28,7 +28,7 @@ def test_bench_train_step_records_every_setting(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads(out.read_text())[-1]
-    assert set(record["results"]) == {"hf_default", "keep_freed_memory", "keep_freed_memory+packed_attention"}
+    assert set(record["results"]) == {"hf_default", "keep_freed_memory", "keep_freed_memory+packed_attention", "cpu_default"}
     for r in record["results"].values():
         assert r["timed_steps"] == 2 and r["median_step_seconds"] > 0 and 0 <= r["system_share_of_cpu"] <= 1
     assert record["results"]["hf_default"]["speedup"] == 1.0 and record["commit"] and record["machine"]["cpu_count"]

@@ -34,6 +34,7 @@ class TemplatePositions:
 
     def __init__(self, model):
         self.model = model
+        self.enabled = True  # False hands every batch to the backbone's own loop (benchmarks compare the two)
         self.table: torch.Tensor | None = None  # (R, L) on the last device used
         self.image_mask: torch.Tensor | None = None  # (L,) 1 at the head's image tokens
 
@@ -49,7 +50,7 @@ class TemplatePositions:
 
     def __call__(self, input_ids, attention_mask, mm_token_type_ids, image_grid_thw) -> torch.Tensor | None:
         b, length = input_ids.shape
-        if (image_grid_thw is None or mm_token_type_ids is None or image_grid_thw.shape[0] != b
+        if (not self.enabled or image_grid_thw is None or mm_token_type_ids is None or image_grid_thw.shape[0] != b
                 or length < len(self.model.encoder.head)):
             return None
         table, image_mask = self._tables(length, input_ids.device)
