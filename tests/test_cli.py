@@ -65,7 +65,8 @@ def test_score_table(trained, toy):
 
 
 def test_eval_json(trained, toy, tmp_path):
-    r = CliRunner().invoke(main, ["eval", "--model", str(trained), "--data", str(toy), "--json", "--out", str(tmp_path / "rep")])
+    r = CliRunner().invoke(main, ["eval", "--model", str(trained), "--data", str(toy), "--json", "--out", str(tmp_path / "rep"),
+                                  "--device", "cpu"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     for key in ("hpa", "margin_hpa", "n_pairs", "plcc"):
@@ -82,6 +83,8 @@ def test_eval_json(trained, toy, tmp_path):
         (["score", "-p", "  ", "x.png"], "empty"),
         (["eval", "--data", "/nonexistent/dir"], "/nonexistent/dir"),
         (["train", "sft", "--data", "/nonexistent/dir", "--out", "x"], "/nonexistent/dir"),
+        (["score", "-p", "a cat", "--device", "gpu0", "x.png"], "gpu0"),
+        (["eval", "--engine", "some-engine", "--device", "cpu", "--data", "."], "--device"),
     ],
 )
 def test_errors_are_one_line(args, needle, trained, tmp_path, monkeypatch):
@@ -93,6 +96,12 @@ def test_errors_are_one_line(args, needle, trained, tmp_path, monkeypatch):
     assert needle in r.output
     assert "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where torch sees no CUDA device")
+def test_cuda_device_without_cuda_is_one_line_error(trained, toy):
+    r = CliRunner().invoke(main, ["score", "-m", str(trained), "-p", "a card", "--device", "cuda", str(toy / "images" / "0.png")])
+    assert r.exit_code != 0 and "no CUDA device" in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_malformed_jsonl_names_file_and_line(trained, tmp_path):

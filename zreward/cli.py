@@ -33,11 +33,23 @@ def _scorer(model: str | None, engine: str | None, dtype: str | None = None, dev
     if model and engine:
         raise InputError("give --model or --engine, not both")
     if engine:
+        if device or dtype:
+            raise InputError("--device and --dtype apply to --model; an engine runs as it was exported")
         from zreward.engines import load_engine
 
         return load_engine(engine)
+    import torch
+
     from zreward.models import load_model
 
+    if device is None:  # a GPU when there is one: what a user with one expects
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: torch sees no CUDA device here")
     return load_model(model, dtype=dtype, device=device)
 
 
@@ -49,7 +61,7 @@ def _scorer(model: str | None, engine: str | None, dtype: str | None = None, dev
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per image.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]))
-@click.option("--device", default=None, help="torch device, e.g. cuda or cpu.")
+@click.option("--device", default=None, help="torch device, e.g. cuda or cpu  [default: cuda when available].")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 def score(model, engine, prompt, as_json, batch_size, dtype, device, images):
     """Score IMAGE... for a prompt: per-dimension distributions, mean and std."""
@@ -91,14 +103,15 @@ def demo(model, seed, n):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--out", default=None, type=click.Path(), help="Also write metrics.json and reliability.png here.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-def eval_cmd(model, engine, data_dir, as_json, out, batch_size):
+@click.option("--device", default=None, help="torch device, e.g. cuda or cpu  [default: cuda when available].")
+def eval_cmd(model, engine, data_dir, as_json, out, batch_size, device):
     """HPA, margin-HPA, PLCC/SRCC, NLL, EMD and ECE of P(A > B) on a dataset."""
     from zreward.data import load_dataset
     from zreward.eval import evaluate
 
     if not Path(data_dir).is_dir():
         raise InputError(f"{data_dir}: dataset directory not found")
-    scorer = _scorer(model, engine)
+    scorer = _scorer(model, engine, device=device)
     data = load_dataset(data_dir, scorer.rubric)
     results = evaluate(scorer, data, batch_size=batch_size, progress=not as_json)
     if out:
