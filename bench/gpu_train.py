@@ -34,6 +34,8 @@ CONFIGS = {
     # The embedded default (336 px), continued on many more images than a CPU budget reaches.
     "cont": COMMON + ["--init", "default", "--lr", "1e-4", "--groups-per-batch", "32"],
     "cont_b64": COMMON + ["--init", "default", "--lr", "2e-4", "--groups-per-batch", "64"],
+    # The default made twice as wide without changing its scores (zreward.models.widen), then continued.
+    "wide2x": COMMON + ["--init", "default", "--widen", "2", "--lr", "1e-4", "--groups-per-batch", "32"],
     # A wider student from scratch at the default's resolution (vision warm-up first).
     "wide": COMMON + ["--image-size", "336", "--hidden-size", "192", "--vision-hidden-size", "128",
                       "--vision-depth", "6", "--groups-per-batch", "32"],

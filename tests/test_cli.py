@@ -130,6 +130,20 @@ def test_lora_fine_tune_from_checkpoint(trained, toy, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_widen_then_fine_tune(trained, toy, tmp_path):
+    out = tmp_path / "wide"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(out), "--init", str(trained),
+                                  "--widen", "2", "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    narrow, wide = json.loads((trained / "config.json").read_text()), json.loads((out / "config.json").read_text())
+    assert wide["text_config"]["hidden_size"] == 2 * narrow["text_config"]["hidden_size"]
+    assert wide["vision_config"]["embed_dim"] == 2 * narrow["vision_config"]["embed_dim"]
+    r = CliRunner().invoke(main, ["score", "-m", str(out), "-p", "a grey card", "--json", str(toy / "images" / "0.png")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(toy), "--out", str(tmp_path / "x"), "--widen", "2"])
+    assert r.exit_code != 0 and "--init" in r.output and len(r.output.strip().splitlines()) == 1
+
+
 def test_max_minutes_fits_the_schedule(toy, tmp_path):
     import time
 

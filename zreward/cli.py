@@ -171,13 +171,15 @@ def train():
               help="Vision-tower width of a fresh model.")
 @click.option("--vision-depth", default=4, show_default=True, type=click.IntRange(1),
               help="Vision-tower depth of a fresh model.")
+@click.option("--widen", default=1, show_default=True, type=click.IntRange(1),
+              help="Make the --init model this many times wider first, keeping its scores (qwen2_vl).")
 @click.option("--workers", default=None, type=click.IntRange(0),
               help="Data-loader worker processes  [default: 0 on the CPU, up to 4 beside a GPU].")
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight,
                   vision_warmup_minutes, caption_loss_weight, explanation_loss_weight, explanation_tokens,
                   groups_per_batch, vision_warmup_batch_size,
-                  image_size, hidden_size, num_layers, vision_hidden_size, vision_depth, workers, seed):
+                  image_size, hidden_size, num_layers, vision_hidden_size, vision_depth, widen, workers, seed):
     """The SFT student: soft-label CE on annotator histograms (+ Thurstone pairs)."""
     from zreward.training import sft_config_for, train_sft
     from zreward.training.data import resolve_splits
@@ -191,7 +193,7 @@ def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r
                          explanation_loss_weight=explanation_loss_weight, explanation_tokens=explanation_tokens,
                          groups_per_batch=groups_per_batch, vision_warmup_batch_size=vision_warmup_batch_size,
                          image_size=image_size, hidden_size=hidden_size, num_layers=num_layers, vision_hidden_size=vision_hidden_size,
-                         vision_depth=vision_depth, workers=workers)
+                         vision_depth=vision_depth, widen=widen, workers=workers)
     train_sft(train_set, out, cfg, val=val_set)
     from zreward.training.distributed import is_main_process
 

@@ -292,14 +292,15 @@ def test_cosine_schedule_matches_the_trainers_and_can_be_replanned():
 
 
 def test_budget_replans_a_pessimistic_estimate(tmp_path, monkeypatch):
-    """The pre-training estimate is made 1.6x too slow on purpose (measured on ShapeWorld: 1.3-1.5x): the
+    """The pre-training estimate is made 1.8x too slow on purpose (measured on ShapeWorld: 1.3-1.5x): the
     run measures its own step rate, re-plans its cosine to end at the deadline and stops there, instead
-    of leaving a third of the budget unused."""
+    of leaving a third of the budget unused. (1.8x, and a 1.1x floor on the re-plan, leave room for a
+    machine that gets busier mid-test: the re-plan then rightly comes out lower.)"""
     import zreward.training.sft as sft
     from zreward.training import sft_config_for
 
     real = sft.seconds_per_step
-    monkeypatch.setattr(sft, "seconds_per_step", lambda *a, **k: 1.6 * real(*a, **k))
+    monkeypatch.setattr(sft, "seconds_per_step", lambda *a, **k: 1.8 * real(*a, **k))
     (tmp_path / "d").mkdir()
     data = _tiny_dataset(tmp_path / "d")
     budget = 0.4
@@ -309,6 +310,6 @@ def test_budget_replans_a_pessimistic_estimate(tmp_path, monkeypatch):
     log = json.loads((tmp_path / "m" / "training_log.json").read_text())
     plan = log["planned_steps"]
     assert plan["upper_bound"] == sft.REPLAN_ROOM * plan["estimate"]
-    assert 1.2 * plan["estimate"] < plan["replanned"] < plan["upper_bound"]
+    assert 1.1 * plan["estimate"] < plan["replanned"] <= plan["upper_bound"]
     assert log["steps"] <= plan["replanned"]
     assert 0.6 * budget < log["minutes"] < budget  # the student used most of its share, and no more

@@ -217,6 +217,8 @@ def images_on_device(cfg: SFTStudentConfig) -> bool:
 
 
 def _init_model(cfg: SFTStudentConfig, data: PreferenceDataset) -> ZRewardModel:
+    if cfg.init is None and cfg.widen > 1:
+        raise InputError("--widen widens a trained model: give it --init")
     if cfg.init is None:
         return build_tiny_model(
             cfg.backbone, rubric=data.rubric, image_size=cfg.image_size, corpus=data.prompts,
@@ -224,6 +226,10 @@ def _init_model(cfg: SFTStudentConfig, data: PreferenceDataset) -> ZRewardModel:
             vision_hidden=cfg.vision_hidden_size, vision_depth=cfg.vision_depth,
         )
     model = load_model(cfg.init, rubric=data.rubric)
+    if cfg.widen > 1:
+        from zreward.models.widen import widen_model
+
+        model = widen_model(model, cfg.widen, seed=cfg.seed_model)
     if cfg.image_size is not None and cfg.image_size != model.image_size:
         # A new resolution for a trained model: every weight carries over (patches keep their size, the
         # vision tower's 2-D rotary positions extend to the larger grid); only the image-token count changes.

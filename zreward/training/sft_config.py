@@ -78,4 +78,10 @@ class SFTStudentConfig(TrainingArguments):
                           "training device (zreward.training.device_images). None: on whenever training runs "
                           "off the CPU."},
     )
+    widen: int = field(
+        default=1,
+        metadata={"help": "Make the --init model this many times wider before training, keeping its scores "
+                          "(zreward.models.widen: every width repeated, plus a 1% symmetry-breaking perturbation; "
+                          "qwen2_vl only). 1 keeps it as it is."},
+    )
     seed_model: int = field(default=0, metadata={"help": "Seed of a fresh model's random initialization."})
