@@ -10,8 +10,9 @@ ShapeWorld's documented set (n 12000, seed 0) plus extra seeds for the training 
 
 Writes to --out: results.json (per configuration: the command, exit code, wall time, the model's
 training_log.json, its test / ood figures on the training device, the log's tail; rewritten as each
-finishes) and <name>.tar (the model directory and its training log; the runs train under --work), to
-evaluate elsewhere with `zreward eval --model <name>/model --data .../base/test`.
+finishes) and <name>.tar (the model directory and its training log; the runs train under --work; over
+15 MiB it comes as <name>.tar.part0, .part1, ...: `cat <name>.tar.part* > <name>.tar`), to evaluate
+elsewhere with `zreward eval --model <name>/model --data .../base/test`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,24 @@ def _save(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+# Files that come back from a lent GPU machine are capped at 16 MiB each (a widened default is ~18 MB).
+PART_BYTES = 15 * 2**20
+
+
+def _split(path: Path) -> list[str]:
+    """Splits a file over PART_BYTES into NAME.part0, NAME.part1, ... (rejoin with `cat NAME.part* > NAME`)."""
+    if path.stat().st_size <= PART_BYTES:
+        return [path.name]
+    parts = []
+    with open(path, "rb") as f:
+        while chunk := f.read(PART_BYTES):
+            part = path.with_name(f"{path.name}.part{len(parts)}")
+            part.write_bytes(chunk)
+            parts.append(part.name)
+    path.unlink()
+    return parts
 
 
 def _evaluate(model_dir: Path, data: Path) -> dict:
@@ -148,6 +167,7 @@ def main(argv=None) -> int:
             os.replace(tmp, args.out / f"{name}.tar")
             size = (args.out / f"{name}.tar").stat().st_size
             entry["tar_bytes"] = size
+            entry["tar_parts"] = _split(args.out / f"{name}.tar")
             val = entry.get("training_log", {}).get("val", {})
             print(f"[gpu_train] {name}: rc={proc.returncode} in {entry['seconds']} s, tar {size / 2**20:.1f} MiB, "
                   f"val hpa {val.get('hpa')} margin {val.get('margin_hpa')} plcc {val.get('plcc')}", flush=True)
