@@ -4,8 +4,9 @@ The template puts the same head (chat tokens, the image, the instruction) before
 pads on the right, so the image sits at the same offset in every row and a real token's position is
 a function of its index alone. The backbone's own `get_rope_index` (run once on a full-length row)
 therefore gives every row's positions: its first L columns at real tokens, 0 at padding (what
-`get_rope_index` writes there). Hugging Face's forward instead loops over the rows in Python, about
-80 tiny ops a row: next to the tiny models' arithmetic, on a GPU that host-side loop set the step time.
+`get_rope_index` writes there). Hugging Face's forward instead loops over the rows in Python, dozens
+of tiny ops and a host sync a row: next to the tiny models' arithmetic, on a GPU that host-side loop
+set the step time (`bench/bench_train_step.py --device cuda`).
 Engines store the same table (zreward.engines.host).
 """
 

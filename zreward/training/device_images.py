@@ -1,10 +1,10 @@
 """Images preprocessed on the training device: beside a GPU, data-loader workers only decode.
 
 The one preprocessing definition (zreward.models.processing: bicubic resize, normalize, patchify)
-costs a loader's CPU about 11 ms an image at 336 px (it upsamples ShapeWorld's 112-px renders); a
-GPU does the same torch ops on a whole batch in well under a millisecond. So beside a GPU the
-collators ship the decoded pixels as uint8 (a quarter of the float bytes to pin and copy) and the
-training step runs the same definition on the device. The values are identical: a decoded image is
+costs a loader's CPU milliseconds an image at 336 px (it upsamples ShapeWorld's 112-px renders;
+`bench/bench_train_step.py` reports it as "collate ms/img"); a GPU does the same ops on a whole batch
+at once. So beside a GPU the collators ship the decoded pixels as uint8 (a quarter of the float bytes
+to pin and copy) and the training step runs the same definition on the device. The values are identical: a decoded image is
 uint8 / 255 either way.
 """
 
