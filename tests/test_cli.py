@@ -234,3 +234,31 @@ def test_new_resolution_and_explanation_flags(trained, toy, tmp_path):
                                   str(trained), "--image-size", str(size + 14), "--epochs", "1"])
     assert r.exit_code != 0 and "multiple of" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_dataset_on_its_own_rubric_trains_scores_and_evaluates(tmp_path):
+    """rubric.json in the dataset sets the scale of a fresh model: two other dimensions on a 5-level
+    scale; the trained model scores and evaluates on it, and starting from the embedded default (whose
+    rubric differs) is a one-line error."""
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(16):
+        Image.fromarray(np.full((32, 32, 3), 16 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        rows.append({"prompt": f"a tile {i // 4}", "image": f"images/{i}.png",
+                     "scores": {"quality": [1.0 + i // 4, 1.0 + (i + 1) // 4], "safety": [5.0]}})
+    (root / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "rubric.json").write_text('{"dimensions": ["quality", "safety"], "values": [1, 2, 3, 4, 5]}')
+    out = tmp_path / "m"
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(root), "--out", str(out), "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["score", "-m", str(out), "-p", "a tile", "--json", str(root / "images" / "3.png")])
+    assert r.exit_code == 0, r.output
+    dims = json.loads(r.output)[0]["dimensions"]
+    assert list(dims) == ["quality", "safety"] and all(len(d["probs"]) == 5 for d in dims.values())
+    r = CliRunner().invoke(main, ["eval", "-m", str(out), "--data", str(root), "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.output)["dimensions"]) == {"quality", "safety"}
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(root), "--out", str(tmp_path / "x"), "--init", "default"])
+    assert r.exit_code != 0 and "rubric" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "x").exists()

@@ -58,3 +58,29 @@ def test_invalid_rubrics(kwargs, match):
 
 def test_five_level():
     assert five_level_rubric().values == (1.0, 2.0, 3.0, 4.0, 5.0)
+
+
+def test_short_form_and_same_scale(tmp_path):
+    """The hand-written form (names only, no score tokens) loads from a file; check_same_scale compares
+    what labels and scores must share, and load_rubric names the file it cannot read."""
+    from zreward.rubric import load_rubric
+
+    path = tmp_path / "rubric.json"
+    path.write_text('{"dimensions": ["quality", {"name": "safety", "weight": 3}], "values": [1, 2, 3, 4, 5]}')
+    r = load_rubric(path)
+    assert r.names == ["quality", "safety"] and r.weights == pytest.approx([0.25, 0.75])
+    assert r.values == (1.0, 2.0, 3.0, 4.0, 5.0) and len(set(r.score_tokens)) == 5
+    assert Rubric.from_json(r.to_json()) == r
+    r.check_same_scale(make_rubric([("quality", "other words"), ("safety", "s", 3.0)], (1, 2, 3, 4, 5)), "x")
+    with pytest.raises(InputError, match="x: the rubrics differ in weights"):
+        r.check_same_scale(make_rubric([("quality", "q"), ("safety", "s")], (1, 2, 3, 4, 5)), "x")
+    with pytest.raises(InputError, match="y: the rubrics differ in values"):
+        default_rubric().check_same_scale(five_level_rubric(), "y")
+    with pytest.raises(InputError, match="differ in names"):
+        default_rubric().check_same_scale(five_level_rubric([("quality", "q")]), "y")
+    for text, needle in (("{", "not valid JSON"), ("[1]", "JSON object"), ('{"values": [1, 2]}', "malformed rubric"),
+                         ('{"dimensions": ["a"], "values": [1, 2, 4]}', "equally spaced")):
+        path.write_text(text)
+        with pytest.raises(InputError, match=needle) as e:
+            load_rubric(path)
+        assert str(path) in str(e.value)

@@ -141,17 +141,33 @@ class Rubric:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Rubric":
+        """The to_dict form; also the short form people write by hand: dimensions as names or as
+        {"name", "description"?, "weight"?}, and no score_tokens (then `score_tokens_for(values)`)."""
         try:
+            dims = tuple(Dimension(x, x) if isinstance(x, str) else Dimension(**{"description": x["name"], **x})
+                         for x in d["dimensions"])
+            values = tuple(float(v) for v in d["values"])
             return cls(
-                dimensions=tuple(Dimension(**x) for x in d["dimensions"]),
-                values=tuple(float(v) for v in d["values"]),
-                score_tokens=tuple(d["score_tokens"]),
+                dimensions=dims,
+                values=values,
+                score_tokens=tuple(d["score_tokens"]) if "score_tokens" in d else score_tokens_for(values),
                 slot_token=d.get("slot_token", "<|score|>"),
                 name=d.get("name", "custom"),
                 meta=d.get("meta", {}),
             )
-        except (KeyError, TypeError) as e:
-            raise InputError(f"malformed rubric: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"malformed rubric ({type(e).__name__}: {e}); expected {{\"dimensions\": [names or "
+                             f"{{\"name\", \"description\", \"weight\"}}], \"values\": [bin values]}}") from None
+
+    def check_same_scale(self, other: "Rubric", what: str) -> None:
+        """An error unless `other` has the same dimensions, bin values and weights: what scores and labels
+        must share for means, pairs and the overall score to mean the same thing (descriptions and token
+        spellings may differ). `what` names the two sides in the message."""
+        for attr in ("names", "values", "weights"):
+            a, b = list(getattr(self, attr)), list(getattr(other, attr))
+            same = a == b if attr == "names" else len(a) == len(b) and all(abs(x - y) <= 1e-6 for x, y in zip(a, b))
+            if not same:
+                raise InputError(f"{what}: the rubrics differ in {attr}: {a} vs {b}")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -159,6 +175,23 @@ class Rubric:
     @classmethod
     def from_json(cls, text: str) -> "Rubric":
         return cls.from_dict(json.loads(text))
+
+
+def load_rubric(path) -> Rubric:
+    """A rubric from a JSON file (`Rubric.from_dict`'s forms); errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read the rubric ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a rubric is a JSON object, got {type(raw).__name__}")
+    try:
+        return Rubric.from_dict(raw)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
 
 
 def score_tokens_for(values: Sequence[float]) -> tuple[str, ...]:

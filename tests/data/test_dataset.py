@@ -69,6 +69,36 @@ def test_write_load_round_trip(tmp_path):
     assert again.points[0].image == d / "img/a.png"  # outside the new root: written absolute
 
 
+def test_rubric_json_declares_the_scale(tmp_path):
+    """A dataset on its own scale carries rubric.json: loading reads the scores on it (off-grid scores and
+    unknown dimensions are still errors), a model's rubric must agree with it, and a rewrite without a
+    rubric removes it."""
+    from zreward.rubric import five_level_rubric
+
+    d = tmp_path / "ds"
+    five = five_level_rubric(dimensions=[("quality", "q"), ("safety", "s")])
+    rows = [point("a.png", quality=[4.0, 5.0], safety=[2.0]), point("b.png", quality=[1.0])]
+    write_dataset(d, rows, images={"a.png": Image.new("RGB", (8, 8)), "b.png": Image.new("RGB", (8, 8))}, rubric=five)
+    ds = load_dataset(d)
+    assert ds.rubric == five and ds.pairs[0].preference == "a"
+    assert load_dataset(ds.save(tmp_path / "copy")).rubric == five
+    with pytest.raises(InputError, match="the model.s rubric and .*rubric.json: the rubrics differ in names"):
+        load_dataset(d, R)
+    write_lines(d / "points.jsonl", [point("a.png", quality=[3.5])])
+    with pytest.raises(InputError, match=r"points.jsonl:1 quality: score 3.5 is not on"):
+        load_dataset(d)
+    write_lines(d / "points.jsonl", [point("a.png", alignment=[3.0])])
+    with pytest.raises(InputError, match="unknown dimension 'alignment'"):
+        load_dataset(d)
+    (d / "rubric.json").write_text('{"dimensions": ["alignment"], "values": [1, 2, 3]}')  # the short form
+    assert load_dataset(d).rubric.values == (1.0, 2.0, 3.0)
+    (d / "rubric.json").write_text("{not json")
+    with pytest.raises(InputError, match="rubric.json: not valid JSON"):
+        load_dataset(d)
+    write_dataset(d, rows[:1])
+    assert not (d / "rubric.json").exists()
+
+
 def test_explicit_pairs_and_pairs_only(root):
     pairs = [Pair("x", root / "a.png", root / "b.png", "tie"), Pair("x", root / "c.png", root / "sub/d.png", "b")]
     write_dataset(root, [], pairs)

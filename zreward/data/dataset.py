@@ -5,6 +5,9 @@ A dataset is a directory DIR holding
   points.jsonl  {"id"?: str, "prompt": str, "image": path, "scores": {dimension: [annotator scores]},
                  "rationale"?: str, ...}   (other keys, e.g. "meta", are kept in Point.extra)
   pairs.jsonl   {"prompt": str, "image_a": path, "image_b": path, "preference": "a" | "b" | "tie"}
+  rubric.json   (optional) the scale the scores are on, `zreward.rubric.load_rubric`'s forms, e.g.
+                {"dimensions": ["quality", "safety"], "values": [1, 2, 3, 4, 5]}; absent: the default
+                rubric (alignment, fidelity, aesthetics, plausibility on 1.0, 1.5, ..., 5.0)
 
 Image paths are relative to DIR (subfolders and ".." allowed) or absolute. Scores sit on the
 rubric's grid; an image may carry any non-empty subset of the rubric's dimensions. Either file may
@@ -27,11 +30,12 @@ from typing import Iterable, Sequence
 import torch
 
 from zreward.errors import InputError
-from zreward.io import read_jsonl
-from zreward.rubric import Rubric, default_rubric
+from zreward.io import atomic_write_text, read_jsonl
+from zreward.rubric import Rubric, default_rubric, load_rubric
 
 POINTS_FILE = "points.jsonl"
 PAIRS_FILE = "pairs.jsonl"
+RUBRIC_FILE = "rubric.json"
 PREFERENCES = ("a", "b", "tie")
 TIE_TOL = 1e-9  # human overall means closer than this are a tie
 
@@ -203,7 +207,7 @@ class PreferenceDataset:
 
     def save(self, root) -> Path:
         """Writes the dataset to `root` (image paths relative to it when inside it, else absolute)."""
-        return write_dataset(root, self.points, None if self.derived_pairs else self.pairs)
+        return write_dataset(root, self.points, None if self.derived_pairs else self.pairs, rubric=self.rubric)
 
 
 def split_by_prompt(dataset: PreferenceDataset, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0):
@@ -321,12 +325,26 @@ def _read_pairs(root: Path, check: bool) -> list[Pair]:
     return pairs
 
 
+def read_rubric(root) -> Rubric | None:
+    """The rubric a dataset directory declares in rubric.json, or None when it declares none."""
+    path = Path(root) / RUBRIC_FILE
+    return load_rubric(path) if path.is_file() else None
+
+
 def load_dataset(root, rubric: Rubric | None = None, check_images: bool = True) -> PreferenceDataset:
-    """Reads and validates a dataset directory; every error names the file and line."""
+    """Reads and validates a dataset directory; every error names the file and line.
+
+    rubric: the scale to read the scores on (a model's, to evaluate it). None: the one the directory
+    declares in rubric.json, else the default. Given both, they must agree (dimensions, bins, weights).
+    """
     root = Path(root).absolute()
-    rubric = rubric or default_rubric()
     if not root.is_dir():
         raise InputError(f"{root}: dataset directory not found")
+    declared = read_rubric(root)
+    if rubric is None:
+        rubric = declared or default_rubric()
+    elif declared is not None:
+        rubric.check_same_scale(declared, f"the model's rubric and {root / RUBRIC_FILE}")
     has_points, has_pairs = (root / POINTS_FILE).is_file(), (root / PAIRS_FILE).is_file()
     if not has_points and not has_pairs:
         raise InputError(f"{root}: no {POINTS_FILE} (a dataset needs {POINTS_FILE}, or {PAIRS_FILE} for "
@@ -400,12 +418,14 @@ def _write_image(path: Path, img) -> None:
         raise
 
 
-def write_dataset(root, points: Iterable = (), pairs: Iterable | None = None, images: dict | None = None) -> Path:
+def write_dataset(root, points: Iterable = (), pairs: Iterable | None = None, images: dict | None = None,
+                  rubric: Rubric | None = None) -> Path:
     """Writes a dataset directory: `images` {relative path: image} first, then the JSONL files.
 
     points / pairs: Point / Pair objects (paths written relative to root when inside it) or rows
     already in the file format. pairs=None writes no pairs.jsonl (pairs are then derived from
-    points); no points writes a pairs-only dataset. Each file is written atomically.
+    points); no points writes a pairs-only dataset. rubric: written to rubric.json unless it is the
+    default (None: the default). Each file is written atomically.
     """
     from zreward.io import write_jsonl
 
@@ -417,6 +437,10 @@ def write_dataset(root, points: Iterable = (), pairs: Iterable | None = None, im
     pair_rows = None if pairs is None else [_pair_row(q, root) for q in pairs]
     if not rows and not pair_rows:
         raise InputError(f"{root}: nothing to write (no points and no pairs)")
+    if rubric is not None and rubric != default_rubric():
+        atomic_write_text(root / RUBRIC_FILE, rubric.to_json() + "\n")
+    else:
+        (root / RUBRIC_FILE).unlink(missing_ok=True)
     # A stale file from an earlier write would change what the directory means: remove it.
     for name, data in ((PAIRS_FILE, pair_rows), (POINTS_FILE, rows or None)):
         if data is None:

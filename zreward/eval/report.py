@@ -29,15 +29,6 @@ from zreward.eval import metrics as M
 from zreward.io import atomic_write_text
 
 
-def _check_rubrics(scorer_rubric, data_rubric) -> None:
-    # The overall mean is a weighted mean: scorer and labels must agree on dimensions, bins and weights.
-    for attr in ("names", "values", "weights"):
-        a, b = list(getattr(scorer_rubric, attr)), list(getattr(data_rubric, attr))
-        same = a == b if attr == "names" else len(a) == len(b) and np.allclose(a, b)
-        if not same:
-            raise InputError(f"scorer and dataset rubrics differ in {attr}: {a} vs {b}")
-
-
 def _score_all(scorer, keys: list[tuple[Path, str]], batch_size: int, progress: bool) -> ScoreDistribution:
     from tqdm.auto import tqdm
 
@@ -64,7 +55,8 @@ def evaluate(scorer, dataset, batch_size: int = 32, progress: bool = True) -> di
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
     rubric = scorer.rubric
-    _check_rubrics(rubric, dataset.rubric)
+    # The overall mean is a weighted mean: scorer and labels must agree on dimensions, bins and weights.
+    rubric.check_same_scale(dataset.rubric, "scorer and dataset")
     points, pairs = list(dataset.points), list(dataset.pairs)
     if not points and not pairs:
         raise InputError("the dataset has neither points nor pairs to evaluate")

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zreward.data import load_dataset
+from zreward.data import load_dataset, read_rubric
 from zreward.data.dataset import POINTS_FILE, PreferenceDataset
 from zreward.errors import InputError
 
 
 def resolve_splits(root) -> tuple[PreferenceDataset, PreferenceDataset | None]:
-    """`root/train` (+ `root/val`) when present (ShapeWorld's layout), else `root` itself with no val."""
+    """`root/train` (+ `root/val`) when present (ShapeWorld's layout), else `root` itself with no val.
+
+    The rubric is the one train/rubric.json (or root/rubric.json) declares, else the default; val must agree.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: dataset directory not found")
     if (root / "train" / POINTS_FILE).is_file():
-        val = load_dataset(root / "val") if (root / "val" / POINTS_FILE).is_file() else None
-        return load_dataset(root / "train"), val
+        train = load_dataset(root / "train", read_rubric(root / "train") or read_rubric(root))
+        val = load_dataset(root / "val", train.rubric) if (root / "val" / POINTS_FILE).is_file() else None
+        return train, val
     if (root / POINTS_FILE).is_file():
         return load_dataset(root), None
     raise InputError(f"{root}: no {POINTS_FILE} (nor train/{POINTS_FILE}) to train on")
