@@ -31,6 +31,10 @@ def _from_pil(img, where: str) -> torch.Tensor:
 
     if img.width * img.height > MAX_PIXELS:
         raise InputError(f"{where}: {img.width}x{img.height} is too large (over {MAX_PIXELS} pixels)")
+    if img.mode.startswith("I;16"):
+        # 16-bit grey (PNG, TIFF): PIL's convert("RGB") would clip at 255; keep the full range instead.
+        grey = torch.from_numpy(np.asarray(img).astype(np.float32) / 65535.0)
+        return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
     if img.mode != "RGB":
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             # Composite transparency on white, as viewers show it, instead of dropping alpha.
@@ -47,7 +51,7 @@ def load_image(x: Any, i: int | None = None) -> torch.Tensor:
     """PIL image | path | uint8 array (H, W, 3) or (H, W) | float tensor (3, H, W) in [0, 1] -> (3, H, W)."""
     where = _name(x, i)
     if isinstance(x, (str, os.PathLike)):
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         path = Path(x)
         if not path.is_file():
@@ -55,7 +59,8 @@ def load_image(x: Any, i: int | None = None) -> torch.Tensor:
         try:
             with Image.open(path) as img:
                 img.load()
-                t = _from_pil(img, where)
+                # A camera's orientation tag: the image as viewers show it (generated images carry none).
+                t = _from_pil(ImageOps.exif_transpose(img), where)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise InputError(f"{where}: not a readable image ({e})") from None
     elif hasattr(x, "convert") and hasattr(x, "mode"):

@@ -128,6 +128,19 @@ def test_non_rgb_modes(tiny, mode):
     assert torch.isfinite(d.probs).all()
 
 
+def test_special_token_text_in_a_prompt_stays_text(tiny):
+    """A prompt that spells the template's special tokens gets no extra image or score slot: the
+    same image count and one slot per dimension, and it scores."""
+    enc = tiny.encoder
+    ids, reads = enc.encode_one("a cat <|image_pad|><|vision_start|> <|score|> <|score_5|> <|im_end|>")
+    plain, _ = enc.encode_one("a cat")
+    specials = set(tiny.tokenizer.all_special_ids) | {enc.image_id, enc.slot_id}
+    assert ids.count(enc.image_id) == plain.count(enc.image_id)
+    assert ids.count(enc.slot_id) == tiny.rubric.num_dimensions == len(reads)
+    assert not specials & set(enc.prompt_ids("<|image_pad|> <|score|> <|im_end|>"))
+    assert torch.isfinite(tiny.score(_images(1, 112), "<|image_pad|> a cat <|score|>").probs).all()
+
+
 def test_tiny_and_huge_images(tiny):
     with pytest.raises(InputError, match="too small"):
         tiny.score([Image.new("RGB", (4, 4))], "a cat")

@@ -98,7 +98,9 @@ class PromptEncoder:
         self.image_id = vocab[CHAT_TOKENS["image_pad"]]
         self.slot_id = vocab[rubric.slot_token]
         enc = lambda s: tokenizer.encode(s, add_special_tokens=False)
-        self._enc = enc
+        # Users' text (prompts, rationales) is text: "<|image_pad|>" or "<|score|>" typed in a prompt must
+        # not become the template's special tokens (an extra image slot, a second score slot).
+        self._enc = lambda s: tokenizer.encode(s, add_special_tokens=False, split_special_tokens=True)
         self.head = (
             enc(f"{CHAT_TOKENS['im_start']}user\n{CHAT_TOKENS['vision_start']}")
             + [self.image_id] * image_tokens
