@@ -12,6 +12,18 @@ from zreward.images import load_images
 from zreward.rubric import Rubric
 
 
+def check_prompts(prompts, n: int) -> list[str]:
+    """One prompt per image: a string (for every image) or a sequence of n strings."""
+    if isinstance(prompts, str):
+        return [prompts] * n
+    if not isinstance(prompts, Sequence) or not all(isinstance(p, str) for p in prompts):
+        held = f" holding {sorted({type(p).__name__ for p in prompts})}" if isinstance(prompts, Sequence) else ""
+        raise InputError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}{held}")
+    if len(prompts) != n:
+        raise InputError(f"got {n} images but {len(prompts)} prompts")
+    return list(prompts)
+
+
 def score_in_batches(run: Callable[[list[torch.Tensor], list[str]], torch.Tensor], rubric: Rubric, images,
                      prompts: Sequence[str] | str, batch_size: int = 32, progress: bool = False) -> ScoreDistribution:
     """images: PIL / paths / uint8 arrays / float tensors in [0, 1]; `run` maps one batch of [0, 1]
@@ -19,10 +31,7 @@ def score_in_batches(run: Callable[[list[torch.Tensor], list[str]], torch.Tensor
     if not isinstance(images, (list, tuple)) and not (isinstance(images, torch.Tensor) and images.dim() == 4):
         images = [images]
     n = len(images)
-    if isinstance(prompts, str):
-        prompts = [prompts] * n
-    if len(prompts) != n:
-        raise InputError(f"got {n} images but {len(prompts)} prompts")
+    prompts = check_prompts(prompts, n)
     if n == 0:
         raise InputError("no images to score")
     if int(batch_size) < 1:

@@ -128,6 +128,26 @@ def test_non_rgb_modes(tiny, mode):
     assert torch.isfinite(d.probs).all()
 
 
+def test_half_precision_pixels_and_prompt_types(tiny):
+    """bf16 / fp16 pixels (a half-precision diffusion pipeline's) score as their float32 values do, with
+    gradients; prompts that are not strings are an error naming the type."""
+    x = torch.rand(3, 80, 80).bfloat16().float()  # representable in bf16 exactly
+    ref = tiny.score([x], "a cat").probs
+    for dtype in (torch.bfloat16, torch.float16):
+        torch.testing.assert_close(tiny.score([x.to(dtype)], "a cat").probs, ref, atol=2e-6, rtol=0)
+    px = x.to(torch.bfloat16).unsqueeze(0).requires_grad_()
+    tiny.score_tensors(px, ["a cat"]).overall_mean.sum().backward()
+    assert px.grad is not None and px.grad.dtype == torch.bfloat16 and px.grad.abs().sum() > 0
+    for bad, needle in ((None, "NoneType"), (5, "int"), ([3], "holding \\['int'\\]")):
+        with pytest.raises(InputError, match=f"prompts must be a string or a list of strings, got .*{needle}"):
+            tiny.score([x], bad)
+        with pytest.raises(InputError, match=f"prompts must be a string or a list of strings, got .*{needle}"):
+            tiny.score_tensors(x[None], bad)
+    for bad in (x, [x]):  # not one (B, 3, H, W) tensor
+        with pytest.raises(InputError, match=r"score_tensors takes one \(B, 3, H, W\)"):
+            tiny.score_tensors(bad, "a cat")
+
+
 def test_special_token_text_in_a_prompt_stays_text(tiny):
     """A prompt that spells the template's special tokens gets no extra image or score slot: the
     same image count and one slot per dimension, and it scores."""

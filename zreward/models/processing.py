@@ -26,7 +26,12 @@ from zreward.rubric import Rubric
 
 # --- images ---------------------------------------------------------------------------------------
 def resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, h, w) or (B, 3, h, w) -> (..., 3, size, size); identity when already that size."""
+    """(3, h, w) or (B, 3, h, w) -> (..., 3, size, size); identity when already that size.
+
+    Half-precision pixels (a bf16 diffusion pipeline's) are taken to float32 first: the CPU has no
+    half-precision antialiased resize, and the model's own dtype is applied after preprocessing."""
+    if image.dtype in (torch.float16, torch.bfloat16):
+        image = image.float()
     if image.shape[-2:] == (size, size):
         return image
     batched = image.dim() == 4

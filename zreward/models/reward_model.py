@@ -116,8 +116,12 @@ class ZRewardModel(nn.Module):
     # --- public scoring API -----------------------------------------------------------------------
     def score_tensors(self, images: torch.Tensor, prompts: Sequence[str] | str) -> ScoreDistribution:
         """Differentiable: images (B, 3, H, W) float in [0, 1] -> ScoreDistribution with grad."""
-        if isinstance(prompts, str):
-            prompts = [prompts] * images.shape[0]
+        from zreward.scoring import check_prompts
+
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise InputError(f"score_tensors takes one (B, 3, H, W) float tensor in [0, 1], got {shape}")
+        prompts = check_prompts(prompts, images.shape[0])
         for i in range(images.shape[0]):
             check_image_tensor(images[i].detach(), f"image {i}")
         return ScoreDistribution(self(**self.prepare(images, prompts)), self.rubric)
