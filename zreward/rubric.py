@@ -180,7 +180,7 @@ class Rubric:
 def load_rubric(path) -> Rubric:
     """A rubric from a JSON file (`Rubric.from_dict`'s forms); errors name the file."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             raw = json.load(f)
     except OSError as e:
         raise InputError(f"{path}: cannot read the rubric ({e.strerror})") from None

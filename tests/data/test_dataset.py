@@ -205,6 +205,7 @@ BAD_POINTS = [
     ({**GOOD, "scores": {"fidelity": []}}, r"points.jsonl:2 fidelity: empty score list"),
     ({**GOOD, "scores": {"fidelity": 3.0}}, r"points.jsonl:2 fidelity: scores must be a list"),
     ({**GOOD, "scores": {}}, r"points.jsonl:2: 'scores' must be a non-empty object"),
+    ({**GOOD, "scores": {"fidelity": None}}, r"points.jsonl:2: 'scores' has no dimension with scores"),
     ({**GOOD, "rationale": 3}, r"points.jsonl:2: 'rationale' must be a string"),
     ({**GOOD, "id": 5}, r"points.jsonl:2: 'id' must be a non-empty string"),
     ("[1, 2]", r"points.jsonl:2: expected a JSON object"),
@@ -221,6 +222,19 @@ def test_bad_points(root, bad, message):
     with pytest.raises(InputError, match=message) as e:
         load_dataset(root)
     assert str(root / "points.jsonl") in str(e.value)
+
+
+def test_byte_order_mark_null_dimensions_and_encodings(root):
+    """A UTF-8 byte-order mark (Windows editors) is read past; null for a dimension means unrated (how
+    pandas writes a missing value); bytes that are not UTF-8 are an error naming the line."""
+    lines = [json.dumps(point("a.png", alignment=[4.0], fidelity=None)), json.dumps(point("b.png", alignment=[2.0]))]
+    (root / "points.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    ds = load_dataset(root)
+    assert [p.scores for p in ds.points] == [{"alignment": [4.0]}, {"alignment": [2.0]}]
+    assert [q.preference for q in ds.pairs] == ["a"]
+    (root / "points.jsonl").write_bytes(lines[0].encode() + b"\n" + lines[1].replace("a red", "caf\xe9").encode("latin-1"))
+    with pytest.raises(InputError, match=r"points.jsonl:2: not UTF-8 text"):
+        load_dataset(root)
 
 
 def test_duplicates_name_both_lines(root):

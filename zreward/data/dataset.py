@@ -264,6 +264,8 @@ def _scores(raw, rubric: Rubric, where: str) -> dict[str, list[float]]:
     for dim, vals in raw.items():
         if not rubric.has_dimension(dim):
             raise InputError(f"{where}: unknown dimension {dim!r}; the rubric's dimensions are {rubric.names}")
+        if vals is None:  # null: not rated on this dimension (how pandas writes a missing value)
+            continue
         if not isinstance(vals, list):
             raise InputError(f"{where} {dim}: scores must be a list of annotator scores, got {vals!r}")
         if not vals:
@@ -271,6 +273,8 @@ def _scores(raw, rubric: Rubric, where: str) -> dict[str, list[float]]:
         for v in vals:
             rubric.bin_of(v, where=f"{where} {dim}")
         out[dim] = [float(v) for v in vals]
+    if not out:
+        raise InputError(f"{where}: 'scores' has no dimension with scores (all null)")
     return out
 
 
