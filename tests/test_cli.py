@@ -68,7 +68,8 @@ def test_eval_json(trained, toy, tmp_path):
     r = CliRunner().invoke(main, ["eval", "--model", str(trained), "--data", str(toy), "--json", "--out", str(tmp_path / "rep"),
                                   "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # strict: no NaN
+    assert res["dimensions"]["alignment"]["plcc"] is None  # no alignment scores in this dataset
     for key in ("hpa", "margin_hpa", "n_pairs", "plcc"):
         assert key in res
     assert res["n_pairs"] > 0
@@ -262,3 +263,9 @@ def test_a_dataset_on_its_own_rubric_trains_scores_and_evaluates(tmp_path):
     r = CliRunner().invoke(main, ["train", "sft", "--data", str(root), "--out", str(tmp_path / "x"), "--init", "default"])
     assert r.exit_code != 0 and "rubric" in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_training_on_pairs_only_says_why(tmp_path):
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "x", "image_a": "a.png", "image_b": "b.png", "preference": "a"}\n')
+    r = CliRunner().invoke(main, ["train", "sft", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert r.exit_code != 0 and "only pairs.jsonl" in r.output and len(r.output.strip().splitlines()) == 1

@@ -119,7 +119,9 @@ def eval_cmd(model, engine, data_dir, as_json, out, batch_size, device):
 
         write_report(results, out)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        from zreward.eval.report import json_safe
+
+        click.echo(json.dumps(json_safe(results), indent=2, allow_nan=False))  # NaN (no data) as null
         return
     for key in ("hpa", "margin_hpa", "n_pairs", "plcc", "srcc", "nll", "emd", "ece"):
         if key in results:

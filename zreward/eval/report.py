@@ -114,12 +114,12 @@ def evaluate(scorer, dataset, batch_size: int = 32, progress: bool = True) -> di
 
 
 # --- the report ----------------------------------------------------------------------------------
-def _json_safe(x):
+def json_safe(x):
     """NaN / inf become null (JSON has no NaN); numpy scalars become Python numbers."""
     if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, (np.generic, torch.Tensor)):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
@@ -175,5 +175,5 @@ def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     if results.get("reliability") is not None:
         written["reliability"] = reliability_diagram(results["reliability"], out_dir / "reliability.png", results.get("ece"))
     written["metrics"] = out_dir / "metrics.json"
-    atomic_write_text(written["metrics"], json.dumps(_json_safe(results), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(written["metrics"], json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
     return written

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zreward.data import load_dataset, read_rubric
-from zreward.data.dataset import POINTS_FILE, PreferenceDataset
+from zreward.data.dataset import PAIRS_FILE, POINTS_FILE, PreferenceDataset
 from zreward.errors import InputError
 
 
@@ -23,4 +23,7 @@ def resolve_splits(root) -> tuple[PreferenceDataset, PreferenceDataset | None]:
         return train, val
     if (root / POINTS_FILE).is_file():
         return load_dataset(root), None
+    if (root / PAIRS_FILE).is_file() or (root / "train" / PAIRS_FILE).is_file():
+        raise InputError(f"{root}: only {PAIRS_FILE}; the SFT student learns from annotator scores in {POINTS_FILE} "
+                         f"(a pairs-only dataset is enough for zreward eval)")
     raise InputError(f"{root}: no {POINTS_FILE} (nor train/{POINTS_FILE}) to train on")
