@@ -41,6 +41,9 @@ def test_train_writes_loadable_model(trained):
     assert (trained / "zreward.json").is_file() and (trained / "model.safetensors").is_file()
     log = json.loads((trained / "training_log.json").read_text())
     assert log["steps"] > 0 and np.isfinite(log["train_loss"])
+    # The default budget (15 minutes) gives a fresh model a vision warm-up, which stops after --epochs
+    # passes over the 48 images (2 x 48 / 32 images per step) instead of filling 30% of the budget.
+    assert 1 <= log["vision_warmup"]["steps"] <= 3 and log["vision_warmup"]["minutes"] < 1
 
 
 def test_score_json(trained, toy):

@@ -140,7 +140,9 @@ def train():
 @click.option("--data", "data_dir", required=True, type=click.Path(),
               help="A dataset directory, or a folder with train/ (and val/) datasets.")
 @click.option("--out", required=True, type=click.Path(), help="Where to save the model (loads with --model OUT).")
-@click.option("--max-minutes", default=None, type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget of the whole run (warm-up, student, validation, saving).")
+@click.option("--max-minutes", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Wall-clock budget of the whole run (warm-up, student, validation, saving); it ends sooner "
+                   "when --epochs passes come first.")
 @click.option("--init", default=None, help="'default' (the embedded model) or a checkpoint; none: a fresh tiny model.")
 @click.option("--epochs", default=30.0, show_default=True, type=float, help="Passes over the prompt groups.")
 @click.option("--lr", default=None, type=float, help="Peak learning rate (cosine decay)  [default: 2e-4].")
@@ -150,7 +152,7 @@ def train():
 @click.option("--pair-loss-weight", default=0.5, show_default=True, type=float, help="Thurstone pair loss weight.")
 @click.option("--vision-warmup-minutes", default=None, type=click.FloatRange(min=0),
               help="Vision warm-up before the student, part of --max-minutes  [default: 30% of --max-minutes "
-                   "for a fresh model; 0 with --init or without --max-minutes].")
+                   "for a fresh model, at most --epochs passes over the images; 0 with --init].")
 @click.option("--caption-loss-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Auxiliary captioning loss on the prompt tokens of well-aligned images (helps alignment).")
 @click.option("--explanation-loss-weight", default=0.0, show_default=True, type=click.FloatRange(min=0),

@@ -10,6 +10,7 @@ model. It runs on the Hugging Face Trainer like every other stage.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 
@@ -81,7 +82,8 @@ class _PointCollator:
 
 def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: float, lr: float,
                    batch_size: int | None = None) -> dict:
-    """Trains model's vision tower for `minutes` of wall time (the whole cosine schedule fits in it).
+    """Trains model's vision tower for `minutes` of wall time (the whole cosine schedule fits in it), or
+    for args.num_train_epochs passes over the images when those take less.
 
     args: the student's TrainingArguments; the stage runs on a copy with its own learning rate,
     batch size and scratch folder. Returns a log.
@@ -98,6 +100,8 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
     points = _Points(len(data.points))
     per_step = agreed_max(_seconds_per_step(probe, collator, batch_size, len(points), args.dataloader_num_workers))
     steps = max(1, int(minutes * 60 * 0.92 / per_step))
+    # A small dataset is done sooner: at most as many passes over its images as the student makes over its groups.
+    steps = min(steps, max(1, math.ceil(args.num_train_epochs * len(points) / batch_size)))
     stage_args = replace(args, output_dir=tempfile.mkdtemp(prefix="zreward-warmup-"), max_steps=steps,
                          learning_rate=lr,
                          per_device_train_batch_size=max(1, batch_size // args.world_size))
