@@ -78,7 +78,7 @@ def test_short_form_and_same_scale(tmp_path):
         default_rubric().check_same_scale(five_level_rubric(), "y")
     with pytest.raises(InputError, match="differ in names"):
         default_rubric().check_same_scale(five_level_rubric([("quality", "q")]), "y")
-    for text, needle in (("{", "not valid JSON"), ("[1]", "JSON object"), ('{"values": [1, 2]}', "malformed rubric"),
+    for text, needle in (("{", "malformed rubric"), ("[1]", "JSON object"), ('{"values": [1, 2]}', "malformed rubric"),
                          ('{"dimensions": ["a"], "values": [1, 2, 4]}', "equally spaced")):
         path.write_text(text)
         with pytest.raises(InputError, match=needle) as e:

@@ -179,13 +179,9 @@ class Rubric:
 
 def load_rubric(path) -> Rubric:
     """A rubric from a JSON file (`Rubric.from_dict`'s forms); errors name the file."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            raw = json.load(f)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the rubric ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    from zreward.io import read_json
+
+    raw = read_json(path, "rubric")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a rubric is a JSON object, got {type(raw).__name__}")
     try:

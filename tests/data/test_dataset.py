@@ -93,7 +93,7 @@ def test_rubric_json_declares_the_scale(tmp_path):
     (d / "rubric.json").write_text('{"dimensions": ["alignment"], "values": [1, 2, 3]}')  # the short form
     assert load_dataset(d).rubric.values == (1.0, 2.0, 3.0)
     (d / "rubric.json").write_text("{not json")
-    with pytest.raises(InputError, match="rubric.json: not valid JSON"):
+    with pytest.raises(InputError, match="rubric.json:1: malformed rubric"):
         load_dataset(d)
     write_dataset(d, rows[:1])
     assert not (d / "rubric.json").exists()

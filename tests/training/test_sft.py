@@ -313,3 +313,25 @@ def test_budget_replans_a_pessimistic_estimate(tmp_path, monkeypatch):
     assert 1.1 * plan["estimate"] < plan["replanned"] <= plan["upper_bound"]
     assert log["steps"] <= plan["replanned"]
     assert 0.6 * budget < log["minutes"] < budget  # the student used most of its share, and no more
+
+
+def test_resolve_splits_reads_the_folders_rubric(tmp_path):
+    """A train/ + val/ folder takes its scale from rubric.json at its top (or in train/, which must agree)."""
+    import json
+
+    from PIL import Image
+
+    from zreward.errors import InputError
+    from zreward.training.data import resolve_splits
+
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        Image.new("RGB", (16, 16)).save(tmp_path / split / "a.png")
+        (tmp_path / split / "points.jsonl").write_text(
+            json.dumps({"prompt": "a tile", "image": "a.png", "scores": {"quality": [2.0, 3.0]}}) + "\n")
+    (tmp_path / "rubric.json").write_text('{"dimensions": ["quality"], "values": [1, 2, 3]}')
+    train, val = resolve_splits(tmp_path)
+    assert train.rubric.names == val.rubric.names == ["quality"] and train.rubric.values == (1.0, 2.0, 3.0)
+    (tmp_path / "train" / "rubric.json").write_text('{"dimensions": ["quality"], "values": [1, 2, 3, 4]}')
+    with pytest.raises(InputError, match="differ in values"):
+        resolve_splits(tmp_path)

@@ -18,7 +18,7 @@ def resolve_splits(root) -> tuple[PreferenceDataset, PreferenceDataset | None]:
     if not root.is_dir():
         raise InputError(f"{root}: dataset directory not found")
     if (root / "train" / POINTS_FILE).is_file():
-        train = load_dataset(root / "train", read_rubric(root / "train") or read_rubric(root))
+        train = load_dataset(root / "train", read_rubric(root))  # train/rubric.json, if any, must agree
         val = load_dataset(root / "val", train.rubric) if (root / "val" / POINTS_FILE).is_file() else None
         return train, val
     if (root / POINTS_FILE).is_file():
