@@ -4,7 +4,8 @@ On the CPU (the default): as Hugging Face and glibc run it ("hf_default": glibc'
 defaults, the vision tower's "sdpa" loop over images, the backbone's per-row M-RoPE loop),
 "keep_freed_memory" (`zreward.training.allocator`, what `zreward train sft` applies on the CPU),
 "keep_freed_memory+packed_attention" (+ `zreward.models.vision_attention`) and "cpu_default" (+ the
-template's position table, `zreward.models.positions`: today's CPU path).
+template's position table, `zreward.models.positions`: today's CPU path), and "cpu_default+bf16_autocast"
+(the forward under torch.autocast("cpu", bfloat16), to see whether a CPU with AMX gains from it).
 On a GPU (--device cuda): "hf_default" (the vision loop, the M-RoPE loop, batches preprocessed by
 the loader), "packed+positions" (both host-side loops removed) and "gpu_default" (+ images
 preprocessed on the device, `zreward.training.device_images`: today's GPU path). Each step there
@@ -35,17 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils import ROOT, append_json, record_header  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "train_step.json"
-# name -> (keep freed memory, packed vision attention, template positions, images preprocessed on the device)
-CPU_SETTINGS = {"hf_default": (False, False, False, False), "keep_freed_memory": (True, False, False, False),
-                "keep_freed_memory+packed_attention": (True, True, False, False),
-                "cpu_default": (True, True, True, False)}
-GPU_SETTINGS = {"hf_default": (False, False, False, False), "packed+positions": (False, True, True, False),
-                "gpu_default": (False, True, True, True)}
+# name -> (keep freed memory, packed vision attention, template positions, images preprocessed on the device,
+#          forward under bf16 autocast)
+CPU_SETTINGS = {"hf_default": (False, False, False, False, False), "keep_freed_memory": (True, False, False, False, False),
+                "keep_freed_memory+packed_attention": (True, True, False, False, False),
+                "cpu_default": (True, True, True, False, False),
+                "cpu_default+bf16_autocast": (True, True, True, False, True)}
+GPU_SETTINGS = {"hf_default": (False, False, False, False, False), "packed+positions": (False, True, True, False, False),
+                "gpu_default": (False, True, True, True, False)}
 SETTINGS = {"cpu": CPU_SETTINGS, "cuda": GPU_SETTINGS}
 
 
 def worker(setting: str, data_dir: str, model_arg: str | None, steps: int, groups: int, device: str) -> dict:
-    keep, packed, positions, on_device = SETTINGS[device][setting]
+    keep, packed, positions, on_device, bf16 = SETTINGS[device][setting]
     if keep:
         from zreward.training.allocator import keep_freed_memory
 
@@ -79,7 +82,9 @@ def worker(setting: str, data_dir: str, model_arg: str | None, steps: int, group
         # What the Trainer does per step: the batch to the device (pinned, as its loader does), loss,
         # backward, clipping, AdamW; synchronized so the time is the device's too.
         inputs = {k: (v.pin_memory() if device == "cuda" else v).to(device, non_blocking=True) for k, v in batch.items()}
-        trainer.compute_loss(model, inputs).backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = trainer.compute_loss(model, inputs)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
@@ -108,10 +113,18 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6, help="Timed steps per worker (distinct batches).")
     p.add_argument("--groups-per-batch", type=int, default=8)
     p.add_argument("--device", default="cpu", choices=list(SETTINGS), help="Where the steps run.")
+    p.add_argument("--settings", default=None,
+                   help="Comma-separated settings to run (default: all of the device's; hf_default is always run, "
+                        "as the baseline).")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON list the result is appended to ('' skips).")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     settings = SETTINGS[args.device]
+    if args.settings:
+        unknown = set(args.settings.split(",")) - set(settings)
+        if unknown:
+            sys.exit(f"error: unknown settings {sorted(unknown)}; {args.device} has {list(settings)}")
+        settings = {k: v for k, v in settings.items() if k == "hf_default" or k in args.settings.split(",")}
     if args.worker:
         print(json.dumps(worker(args.worker, args.data, args.model, args.steps, args.groups_per_batch, args.device)))
         return 0

@@ -28,7 +28,8 @@ def test_bench_train_step_records_every_setting(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads(out.read_text())[-1]
-    assert set(record["results"]) == {"hf_default", "keep_freed_memory", "keep_freed_memory+packed_attention", "cpu_default"}
+    assert set(record["results"]) == {"hf_default", "keep_freed_memory", "keep_freed_memory+packed_attention",
+                                      "cpu_default", "cpu_default+bf16_autocast"}
     for r in record["results"].values():
         assert r["timed_steps"] == 2 and r["median_step_seconds"] > 0 and 0 <= r["system_share_of_cpu"] <= 1
     assert record["results"]["hf_default"]["speedup"] == 1.0 and record["commit"] and record["machine"]["cpu_count"]
@@ -38,3 +39,19 @@ def test_bench_train_step_rejects_a_missing_dataset(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_train_step.py"), "--data", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode != 0 and "no points.jsonl" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bench_train_step_runs_chosen_settings_beside_the_baseline(tmp_path):
+    generate_shapeworld(tmp_path / "world", 40, seed=2, progress=False)
+    model = build_tiny_model("qwen2_vl", image_size=56, corpus=["a red circle"])
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "train_step.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_train_step.py"), "--data", str(tmp_path / "world" / "train"),
+           "--model", str(tmp_path / "model"), "--rounds", "1", "--steps", "1", "--groups-per-batch", "2",
+           "--out", str(out)]
+    res = subprocess.run(cmd + ["--settings", "cpu_default+bf16_autocast"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert set(json.loads(out.read_text())[-1]["results"]) == {"hf_default", "cpu_default+bf16_autocast"}
+    res = subprocess.run(cmd + ["--settings", "fastest"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode != 0 and "unknown settings ['fastest']" in res.stderr
