@@ -202,6 +202,20 @@ def test_data_import_command(tmp_path):
     ds = load_dataset(tmp_path / "out")
     assert len(ds.points) == 3 and ds.points[0].scores == {"alignment": [5.0], "fidelity": [4.5]}
     assert sorted(q.preference for q in ds.pairs) == ["a", "a", "a"]
+    assert "wrote" in r.output and "3 points, 3 pairs, 3 images" in r.output
+
+    # The options reach the importer: a missing image is skipped and counted, OUT replaced.
+    rows[2]["image_path"] = "images/absent.png"
+    (src / "test.json").write_text(json.dumps(rows))
+    args = ["data", "import", "imagerewarddb", str(src / "test.json"), "--out", str(tmp_path / "out")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0 and "already exists" in r.output and "--overwrite" in r.output
+    r = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert r.exit_code != 0 and "images/absent.png' not found" in r.output and "--skip-missing" in r.output
+    r = CliRunner().invoke(main, [*args, "--overwrite", "--skip-missing"])
+    assert r.exit_code == 0 and "2 points, 1 pairs" in r.output and "1 image not found" in r.output, r.output
+    r = CliRunner().invoke(main, ["data", "import", "pickapic", str(src), "--out", str(tmp_path / "p"), "--no-copy"])
+    assert r.exit_code != 0 and "--no-copy does not apply to pickapic" in r.output
 
 
 def test_caption_loss_trains(toy, tmp_path):

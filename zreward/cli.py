@@ -235,12 +235,32 @@ def shapeworld_cmd(out, n, seed, image_size):
 @click.argument("kind", type=click.Choice(["hpdv2", "pickapic", "imagerewarddb"]))
 @click.argument("src", type=click.Path())
 @click.option("--out", required=True, type=click.Path(), help="Output dataset directory.")
-def import_cmd(kind, src, out):
+@click.option("--split", default=None, help="Which split of a dataset directory (train, validation, test, ...); "
+              "needed when SRC holds several.")
+@click.option("--image-root", default=None, type=click.Path(), help="Folder the image paths are relative to "
+              "(hpdv2, imagerewarddb; default: found from SRC).")
+@click.option("--no-copy", is_flag=True, help="Reference the source images by absolute path instead of copying "
+              "them into OUT/images (hpdv2, imagerewarddb).")
+@click.option("--skip-missing", is_flag=True, help="Leave out rows whose image file is absent, e.g. a partial "
+              "download (hpdv2, imagerewarddb); counted in the summary.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+def import_cmd(kind, src, out, split, image_root, no_copy, skip_missing, overwrite):
     """Convert a published preference dataset (HPDv2, Pick-a-Pic, ImageRewardDB) to the zreward format."""
     from zreward.data.importers import import_dataset
 
-    import_dataset(kind, src, out)
-    click.echo(f"wrote {out}")
+    kwargs = {"split": split, "overwrite": overwrite}
+    file_options = {"image_root": image_root, "copy_images": not no_copy, "skip_missing": skip_missing}
+    if kind == "pickapic":  # images come as bytes inside the parquet rows
+        given = [f"--{k}" for k, v in (("image-root", image_root), ("no-copy", no_copy),
+                                        ("skip-missing", skip_missing)) if v]
+        if given:
+            raise InputError(f"{', '.join(given)} does not apply to pickapic (its images are bytes in the rows)")
+    else:
+        kwargs.update(file_options)
+    rep = import_dataset(kind, src, out, **kwargs)
+    skipped = ", ".join(f"{n} {why}" for why, n in rep.skipped.items())
+    click.echo(f"wrote {rep.out}: {rep.points} points, {rep.pairs} pairs, {rep.images} images"
+               + (f" (left out: {skipped})" if skipped else ""))
 
 
 # --- env ------------------------------------------------------------------------------------------

@@ -92,8 +92,28 @@ def test_hpdv2_bad_entries(hpd, tmp_path, entry, message):
     rows = json.loads((hpd / "test.json").read_text())[:1] + [entry]
     (hpd / "test.json").write_text(json.dumps(rows))
     with pytest.raises(InputError, match=message):
-        import_dataset("hpdv2", hpd, tmp_path / "out")
+        import_dataset("hpdv2", hpd, tmp_path / "out", split="test")
     assert no_leftovers(tmp_path / "out")
+
+
+def test_hpdv2_card_layout(hpd, tmp_path):
+    """The dataset card's field names: train.json's file_path, raw_annotations as {rank, user_hash} objects."""
+    train = [{"prompt": "a cat", "file_path": ["00000.jpg", "00001.jpg"], "human_preference": [0, 1]}]
+    (hpd / "train.json").write_text(json.dumps(train))
+    assert prefs(load_dataset(import_dataset("hpdv2", hpd, tmp_path / "a", split="train").out)) == [
+        ("a cat", "00000.jpg", "00001.jpg", "b")]
+    test = [{"prompt": "a dog", "image_path": ["00003.jpg", "00000.jpg"],
+             "raw_annotations": [{"rank": [2, 1], "user_hash": "u1"}, {"rank": [2, 1], "user_hash": "u2"}]}]
+    (hpd / "test.json").write_text(json.dumps(test))
+    assert prefs(load_dataset(import_dataset("hpdv2", hpd, tmp_path / "b", split="test").out)) == [
+        ("a dog", "00003.jpg", "00000.jpg", "b")]
+
+
+def test_hpdv2_directory_needs_a_split(hpd, tmp_path):
+    with pytest.raises(InputError, match=r"holds test.json and train.json; choose one with split"):
+        import_dataset("hpdv2", hpd, tmp_path / "out")
+    (hpd / "train.json").unlink()
+    assert import_dataset("hpdv2", hpd, tmp_path / "out").pairs == 4  # one split: no choice to make
 
 
 def test_hpdv2_bad_files(tmp_path):
@@ -189,6 +209,47 @@ def test_imagerewarddb_parquet_directory(tmp_path):
     assert gap[0].item() == pytest.approx((5.0 + 4.5) / 2 - (3.0 + 1.0) / 2)
 
 
+def test_split_selection(tmp_path):
+    """A directory holding several splits needs one named: merging would leak test prompts into training."""
+    root = tmp_path / "pickapic" / "data"
+    rows = pickapic_rows()[:3]
+    root.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows[:2]), root / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[2:]), root / "test_unique-00000-of-00001.parquet")
+    with pytest.raises(InputError, match=r"several splits \(test_unique, train\); choose one with split"):
+        import_dataset("pickapic", root, tmp_path / "out")
+    assert no_leftovers(tmp_path / "out")
+    assert {q.prompt for q in load_dataset(import_dataset("pickapic", root, tmp_path / "tr", split="train").out).pairs} == {"a fox"}
+    assert [q.prompt for q in load_dataset(import_dataset("pickapic", root, tmp_path / "te", split="test_unique").out).pairs] == ["a hen"]
+    with pytest.raises(InputError, match=r"no files of split 'validation' \(splits found: \['test_unique', 'train'\]\)"):
+        import_dataset("pickapic", root, tmp_path / "out", split="validation")
+
+    db = tmp_path / "ImageRewardDB"
+    train = imagereward_fixture(db)
+    pq.write_table(pa.Table.from_pylist(train), db / "metadata-train.parquet")
+    pq.write_table(pa.Table.from_pylist([{**train[0], "prompt_id": "v", "prompt": "held out"}]), db / "metadata-validation.parquet")
+    with pytest.raises(InputError, match=r"several splits \(train, validation\)"):
+        import_dataset("imagerewarddb", db, tmp_path / "db_out")
+    rep = import_dataset("imagerewarddb", db, tmp_path / "db_out", split="train")
+    assert rep.points == 4 and "held out" not in {p.prompt for p in load_dataset(rep.out).points}
+
+
+def test_imagerewarddb_partial_download_and_flat_extraction(tmp_path):
+    db = tmp_path / "ImageRewardDB"
+    rows = imagereward_fixture(db)
+    rows.append({**rows[3], "image_path": "images/train/train_2/absent.webp", "prompt_id": "x", "prompt": "not here"})
+    pq.write_table(pa.Table.from_pylist(rows), db / "metadata-train.parquet")
+    with pytest.raises(InputError, match=r"row 4: image 'images/train/train_2/absent.webp' not found.*--skip-missing"):
+        import_dataset("imagerewarddb", db, tmp_path / "out")
+    rep = import_dataset("imagerewarddb", db, tmp_path / "out", skip_missing=True)
+    assert (rep.points, rep.pairs, rep.skipped) == (4, 6, {"image not found": 1})
+    # The published zips extract flat (json beside the images): found by file name below the root.
+    flat = tmp_path / "flat"
+    (db / "images" / "train" / "train_1").rename(flat)
+    rep = import_dataset("imagerewarddb", flat / "train_1.json", tmp_path / "flat_out")
+    assert (rep.points, rep.pairs) == (4, 6)
+
+
 def test_imagereward_scale_mapping():
     r = default_rubric()
     assert [imagereward_score(v, r) for v in range(1, 8)] == [1.0, 1.5, 2.5, 3.0, 3.5, 4.5, 5.0]
@@ -212,7 +273,7 @@ def test_imagerewarddb_bad_input(tmp_path):
 # --- shared behaviour ----------------------------------------------------------------------------
 def test_output_guards(hpd, tmp_path):
     out = tmp_path / "out"
-    import_dataset("hpdv2", hpd, out)
+    import_dataset("hpdv2", hpd, out, split="test")
     with pytest.raises(InputError, match="already exists"):
         import_dataset("hpdv2", hpd, out, split="train")
     assert import_dataset("hpdv2", hpd, out, split="train", overwrite=True).pairs == 2

@@ -10,11 +10,23 @@ source files instead (no copy; the output then depends on the source staying whe
 symlinks: they break when a directory is archived or uploaded. Pick-a-Pic ships images as bytes,
 which are always written as files, named by image uid (each image written once).
 
-HPDv2 (HPSv2). `train.json`: [{"prompt", "image_path": [a, b], "human_preference": [1, 0]}] ->
-one pair per entry (the entry with the larger value is preferred; equal values are a tie).
-`test.json`: [{"prompt", "image_path": [...], "rank": [...]}] -> every pair of the entry's
-images, lower rank preferred, equal ranks a tie; without "rank", "raw_annotations" given as
-per-annotator rank lists is averaged. Images are looked up in <json dir>/<json stem>/ (the
+Splits. Published datasets keep their splits side by side (HPDv2's train.json / test.json,
+ImageRewardDB's metadata-{train,validation,test}.parquet, Pick-a-Pic's data/{train,validation,
+test,...}-*.parquet). A directory source that holds more than one split needs split= (CLI
+`--split`): merging them would put test prompts into training. A file's split is its name's
+prefix (`train-00000-of-00007.parquet`, `metadata-test.parquet`) or a folder named like one.
+
+Missing images. skip_missing=True (CLI `--skip-missing`) leaves out the rows whose image file is
+absent (a partial download such as ImageRewardDB's 1k-8k subsets) and counts them; by default a
+missing image is an error. A path that does not resolve is also looked up by its file name
+anywhere below the dataset root (the published zips extract flat, json beside the images).
+
+HPDv2 (HPSv2). `train.json`: [{"prompt", "file_path" (or "image_path"): [a, b],
+"human_preference": [1, 0]}] -> one pair per entry (the entry with the larger value is preferred;
+equal values are a tie). `test.json`: [{"prompt", "image_path": [...], "rank": [...]}] -> every
+pair of the entry's images, lower rank preferred, equal ranks a tie; without "rank",
+"raw_annotations" ([{"rank": [...], "user_hash"}] as the dataset card gives it, or bare rank
+lists) is averaged over annotators. Images are looked up in <json dir>/<json stem>/ (the
 published layout: test.json beside test/) and then <json dir>/, or in image_root. HPDv2 has no
 per-dimension scores, so the output is pairs only (enough for HPA).
 
@@ -70,8 +82,8 @@ class ImportReport:
 class _Builder:
     """Collects points and pairs while placing images in the output directory being built."""
 
-    def __init__(self, tmp: Path, copy_images: bool):
-        self.tmp, self.copy = tmp, copy_images
+    def __init__(self, tmp: Path, copy_images: bool, finder: "_ImageFinder | None" = None):
+        self.tmp, self.copy, self.finder = tmp, copy_images, finder
         self.points: list[Point] = []
         self.pairs: list[Pair] = []
         self.skipped: Counter = Counter()
@@ -85,6 +97,14 @@ class _Builder:
             p = PurePosixPath(hashlib.sha1(str(key).encode()).hexdigest()[:20] + p.suffix)
         self._used.add(str(p))
         return self.tmp / "images" / p
+
+    def find(self, rel, where: str) -> Path | None:
+        """The copied (or referenced) image for a source path; None when it is absent and skipped."""
+        src = self.finder.find(rel, where)
+        if src is None:
+            self.skipped["image not found"] += 1
+            return None
+        return self.file(src, rel)
 
     def file(self, src: Path, rel: str) -> Path:
         if not self.copy:
@@ -133,13 +153,66 @@ def _number(v, where: str, what: str) -> float:
     return float(v)
 
 
-def _find(rel, bases: list[Path], where: str) -> Path:
-    if not isinstance(rel, str) or not rel:
-        raise InputError(f"{where}: image path must be a non-empty string, got {rel!r}")
-    for base in bases:
-        if (base / rel).is_file():
-            return base / rel
-    raise InputError(f"{where}: image {rel!r} not found under {[str(b) for b in bases]}")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+class _ImageFinder:
+    """Source image paths -> files: under each base in turn, then by file name below `root`."""
+
+    def __init__(self, bases: list[Path], root: Path | None, skip_missing: bool):
+        self.bases, self.root, self.skip_missing = bases, root, skip_missing
+        self._by_name: dict[str, Path | None] | None = None  # built on the first miss only
+
+    def _named(self, name: str) -> Path | None:
+        if self._by_name is None:
+            self._by_name = {}
+            if self.root is not None and self.root.is_dir():
+                for f in self.root.rglob("*"):
+                    if f.suffix.lower() in IMAGE_SUFFIXES:
+                        # Two files with one name: ambiguous, so neither is chosen.
+                        self._by_name[f.name] = None if f.name in self._by_name else f
+        return self._by_name.get(name)
+
+    def find(self, rel, where: str) -> Path | None:
+        if not isinstance(rel, str) or not rel:
+            raise InputError(f"{where}: image path must be a non-empty string, got {rel!r}")
+        for base in self.bases:
+            if (base / rel).is_file():
+                return base / rel
+        found = self._named(PurePosixPath(rel.replace("\\", "/")).name)
+        if found is not None or self.skip_missing:
+            return found
+        raise InputError(f"{where}: image {rel!r} not found under {[str(b) for b in self.bases]} "
+                         "(skip_missing=True / --skip-missing leaves such rows out)")
+
+
+SPLIT_NAMES = ("train", "validation", "val", "dev", "test", "validation_unique", "test_unique")
+
+
+def _split_of(file: Path, root: Path) -> str | None:
+    """`train-00000-of-00001.parquet`, `metadata-test.parquet` or a file in a folder `train/` -> its split."""
+    stem = file.stem.lower().removeprefix("metadata-")
+    prefix = re.split(r"[-.]", stem)[0]
+    if prefix in SPLIT_NAMES:
+        return prefix
+    for part in file.relative_to(root).parts[:-1]:
+        if part.lower() in SPLIT_NAMES:
+            return part.lower()
+    return None
+
+
+def _select_split(files: list[Path], root: Path, split: str | None) -> list[Path]:
+    splits = {f: _split_of(f, root) for f in files}
+    found = sorted({s for s in splits.values() if s is not None})
+    if split is not None:
+        chosen = [f for f in files if splits[f] == split]
+        if not chosen:
+            raise InputError(f"{root}: no files of split {split!r} (splits found: {found or 'none'})")
+        return chosen
+    if len(found) > 1:
+        raise InputError(f"{root}: holds several splits ({', '.join(found)}); choose one with split= / --split "
+                         "(merging them would mix test prompts into training)")
+    return files
 
 
 def _json_rows(file: Path) -> list:
@@ -163,18 +236,30 @@ def _parquet_rows(file: Path, columns: Iterable[str]) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
-def _rows(src, columns: Iterable[str], label: str) -> Iterator[tuple[str, dict]]:
-    """(where, row) from a parquet / json / jsonl file, a directory of them, or an iterable of dicts."""
+def _source_files(src, split: str | None) -> list[Path] | None:
+    """The table files a source names (None for an iterable of rows), one split of a directory."""
     if not isinstance(src, (str, Path)):
+        if split is not None:
+            raise InputError(f"split={split!r} applies to a directory source, not to rows")
+        return None
+    src = Path(src)
+    if not src.exists():
+        raise InputError(f"{src}: no such file or directory")
+    if not src.is_dir():
+        return [src]
+    # Parquet tables if there are any (they repeat the json rows), else json / jsonl.
+    files = sorted(src.rglob("*.parquet")) or sorted([*src.rglob("*.json"), *src.rglob("*.jsonl")])
+    if not files:
+        raise InputError(f"{src}: no .parquet, .json or .jsonl files found")
+    return _select_split(files, src, split)
+
+
+def _rows(src, files: list[Path] | None, columns: Iterable[str], label: str) -> Iterator[tuple[str, dict]]:
+    """(where, row) from table files (parquet / json / jsonl) or, without files, from an iterable of dicts."""
+    if files is None:
         for k, row in enumerate(src):
             yield f"{label} row {k}", row
         return
-    src = Path(src)
-    files = [src]
-    if src.is_dir():  # parquet tables if there are any (they repeat the json rows), else json / jsonl
-        files = sorted(src.rglob("*.parquet")) or sorted([*src.rglob("*.json"), *src.rglob("*.jsonl")])
-    if not files:
-        raise InputError(f"{src}: no .parquet, .json or .jsonl files found")
     for f in files:
         rows = _parquet_rows(f, columns) if f.suffix == ".parquet" else _json_rows(f)
         for k, row in enumerate(rows):
@@ -184,7 +269,7 @@ def _rows(src, columns: Iterable[str], label: str) -> Iterator[tuple[str, dict]]
 def _check_out(out, src, overwrite: bool) -> Path:
     out = Path(out).absolute()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InputError(f"{out}: already exists (pass overwrite=True to replace it)")
+        raise InputError(f"{out}: already exists (overwrite=True / --overwrite replaces it)")
     if isinstance(src, (str, Path)):
         s = Path(src).absolute()
         if s == out or out in s.parents:
@@ -206,7 +291,8 @@ def _hpd_ranks(e: dict, n: int, where: str) -> list[float]:
     if "rank" in e:
         ranks = e["rank"]
     elif isinstance(e.get("raw_annotations"), list) and e["raw_annotations"]:
-        per = e["raw_annotations"]
+        # The card's form is [{"rank": [...], "user_hash": ...}]; bare rank lists are accepted too.
+        per = [r.get("rank") if isinstance(r, dict) else r for r in e["raw_annotations"]]
         if not all(isinstance(r, list) and len(r) == n for r in per):
             raise InputError(f"{where}: raw_annotations must be rank lists of length {n}")
         ranks = [sum(_number(r[i], where, "rank") for r in per) / len(per) for i in range(n)]
@@ -218,7 +304,7 @@ def _hpd_ranks(e: dict, n: int, where: str) -> list[float]:
 
 
 def import_hpdv2(src, out, split: str | None = None, *, image_root=None, copy_images: bool = True,
-                 rubric: Rubric | None = None, overwrite: bool = False) -> ImportReport:
+                 skip_missing: bool = False, rubric: Rubric | None = None, overwrite: bool = False) -> ImportReport:
     """HPDv2 train.json / test.json (a file, or the dataset directory with split) -> pairs-only dataset."""
     src = Path(src)
     if src.is_dir():
@@ -226,21 +312,29 @@ def import_hpdv2(src, out, split: str | None = None, *, image_root=None, copy_im
         found = [src / f"{n}.json" for n in names if (src / f"{n}.json").is_file()]
         if not found:
             raise InputError(f"{src}: no {' or '.join(n + '.json' for n in names)} found")
+        if len(found) > 1:
+            raise InputError(f"{src}: holds {' and '.join(f.name for f in found)}; choose one with split= / --split")
         src = found[0]
+    elif not src.is_file():
+        raise InputError(f"{src}: no such file or directory")
     out = _check_out(out, src, overwrite)
     bases = [Path(image_root)] if image_root else [src.parent / src.stem, src.parent]
+    finder = _ImageFinder(bases, Path(image_root) if image_root else src.parent / src.stem, skip_missing)
     entries = _json_rows(src)
     with atomic_dir(out) as tmp:
-        b = _Builder(tmp, copy_images)
+        b = _Builder(tmp, copy_images, finder)
         for k, e in enumerate(entries):
             where = f"{src} entry {k}"
             if not isinstance(e, dict):
                 raise InputError(f"{where}: expected an object, got {type(e).__name__}")
             prompt = _text(e, "prompt", where)
-            paths = e.get("image_path")
+            key = "file_path" if "file_path" in e else "image_path"  # train.json says file_path, test.json image_path
+            paths = e.get(key)
             if not isinstance(paths, list) or len(paths) < 2:
-                raise InputError(f"{where}: 'image_path' must be a list of at least 2 paths, got {paths!r}")
-            images = [b.file(_find(p, bases, where), p) for p in paths]
+                raise InputError(f"{where}: '{key}' must be a list of at least 2 paths, got {paths!r}")
+            images = [b.find(p, where) for p in paths]
+            if any(i is None for i in images):
+                continue  # counted under "image not found"
             if "human_preference" in e:
                 hp = e["human_preference"]
                 if not isinstance(hp, list) or len(hp) != 2 or len(paths) != 2:
@@ -257,12 +351,14 @@ PICKAPIC_COLUMNS = ("caption", "jpg_0", "jpg_1", "label_0", "label_1", "image_0_
                     "has_label", "are_different")
 
 
-def import_pickapic(src, out, *, rubric: Rubric | None = None, overwrite: bool = False) -> ImportReport:
-    """Pick-a-Pic parquet file(s) or rows (dicts) -> pairs-only dataset with the images as files."""
+def import_pickapic(src, out, split: str | None = None, *, rubric: Rubric | None = None,
+                    overwrite: bool = False) -> ImportReport:
+    """Pick-a-Pic parquet file(s) (a file, or a directory with split) or rows (dicts) -> pairs-only dataset."""
+    files = _source_files(src, split)
     out = _check_out(out, src, overwrite)
     with atomic_dir(out) as tmp:
         b = _Builder(tmp, copy_images=True)
-        for where, r in _rows(src, PICKAPIC_COLUMNS, "pickapic"):
+        for where, r in _rows(src, files, PICKAPIC_COLUMNS, "pickapic"):
             if r.get("has_label") is False:
                 b.skipped["unlabelled"] += 1
                 continue
@@ -288,7 +384,8 @@ def imagereward_score(rating: float, rubric: Rubric) -> float:
     return rubric.snap(rubric.low + (rating - lo) / (hi - lo) * (rubric.high - rubric.low))
 
 
-def import_imagerewarddb(src, out, *, image_root=None, copy_images: bool = True, rubric: Rubric | None = None,
+def import_imagerewarddb(src, out, split: str | None = None, *, image_root=None, copy_images: bool = True,
+                         skip_missing: bool = False, rubric: Rubric | None = None,
                          overwrite: bool = False) -> ImportReport:
     """ImageRewardDB rows (json / jsonl / parquet file, a directory of them, or dicts) -> points + pairs."""
     rubric = rubric or default_rubric()
@@ -296,6 +393,7 @@ def import_imagerewarddb(src, out, *, image_root=None, copy_images: bool = True,
     if missing:
         raise InputError(f"ImageRewardDB maps its ratings to {list(IMAGEREWARD_DIMENSIONS.values())}; "
                          f"the rubric lacks {missing} (its dimensions are {rubric.names})")
+    files = _source_files(src, split)
     out = _check_out(out, src, overwrite)
     if image_root is not None:
         bases = [Path(image_root)]
@@ -305,17 +403,20 @@ def import_imagerewarddb(src, out, *, image_root=None, copy_images: bool = True,
         bases = [s, *list(s.parents)[:4]]  # image_path is relative to the dataset root, above the json
     else:
         bases = [Path.cwd()]
+    # By file name: below a directory source itself; below the folder a single table file sits in.
+    finder = _ImageFinder(bases, bases[0], skip_missing)
     with atomic_dir(out) as tmp:
-        b = _Builder(tmp, copy_images)
+        b = _Builder(tmp, copy_images, finder)
         groups: dict[str, tuple[str, list[Path], list[float]]] = {}
         seen: set[tuple[Path, str]] = set()
-        for where, r in _rows(src, IMAGEREWARD_COLUMNS, "imagerewarddb"):
+        for where, r in _rows(src, files, IMAGEREWARD_COLUMNS, "imagerewarddb"):
             prompt = _text(r, "prompt", where)
             if r.get("image_path") is None and r.get("image") is not None:
                 image = b.blob(r["image"], None, f"{where} image")
             else:
-                rel = r.get("image_path")
-                image = b.file(_find(rel, bases, where), rel)
+                image = b.find(r.get("image_path"), where)
+                if image is None:
+                    continue  # counted under "image not found"
             if (image, prompt) in seen:
                 b.skipped["duplicate image"] += 1
                 continue
