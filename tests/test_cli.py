@@ -102,6 +102,17 @@ def test_errors_are_one_line(args, needle, trained, tmp_path, monkeypatch):
     assert len(r.output.strip().splitlines()) == 1
 
 
+def test_a_bad_image_among_several_batches_is_one_line(trained, tmp_path):
+    """No progress bar off a terminal: the error is the only line, and it names the file."""
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "good.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "tiny.png")
+    (tmp_path / "folder.png").mkdir()
+    for bad, needle in (("tiny.png", "tiny.png: 4x4 is too small"), ("folder.png", "folder.png: is a directory")):
+        r = CliRunner().invoke(main, ["score", "--model", str(trained), "-p", "a cat", "--batch-size", "1",
+                                      str(tmp_path / "good.png"), str(tmp_path / "good.png"), str(tmp_path / bad)])
+        assert r.exit_code == 1 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error where torch sees no CUDA device")
 def test_cuda_device_without_cuda_is_one_line_error(trained, toy):
     r = CliRunner().invoke(main, ["score", "-m", str(trained), "-p", "a card", "--device", "cuda", str(toy / "images" / "0.png")])

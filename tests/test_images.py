@@ -47,3 +47,54 @@ def test_unreadable_files_are_named(tmp_path):
     for name in ("empty.png", "trunc.png"):
         with pytest.raises(InputError, match=name):
             load_image(tmp_path / name)
+
+
+def test_integer_and_float_containers_are_scaled_by_their_range():
+    """Mode I holds 0..255 (PIL's convert) or 16-bit values; mode F 0..255 or a float TIFF's [0, 1]."""
+    grey = np.random.default_rng(2).integers(0, 256, (16, 16))
+    expected = torch.from_numpy(grey.astype(np.float32) / 255)
+    for arr in (grey.astype(np.int32), (grey * 257).astype(np.int32), grey.astype(np.float32),
+                grey.astype(np.float32) / 255):
+        t = load_image(Image.fromarray(arr))
+        torch.testing.assert_close(t[1], expected, atol=1e-6, rtol=0)
+    with pytest.raises(InputError, match=r"image: mode I image values must lie in \[0, 65535\]"):
+        load_image(Image.fromarray(np.full((16, 16), 70000, np.int32)))
+    with pytest.raises(InputError, match=r"mode F image values must lie in \[0, 255\]"):
+        load_image(Image.fromarray(np.full((16, 16), 300.0, np.float32)))
+
+
+def test_alpha_in_an_array_is_composited_like_a_file(tmp_path):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0], rgba[4:12, 4:12, 3] = 200, 255
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    torch.testing.assert_close(load_image(rgba), load_image(tmp_path / "a.png"), atol=1e-6, rtol=0)
+    assert load_image(rgba)[:, 0, 0].tolist() == [1.0, 1.0, 1.0]  # transparent: white, not the hidden red
+
+
+def test_huge_files_are_refused_from_their_header(tmp_path):
+    """Over MAX_PIXELS: refused before decoding, one InputError (PIL's own bomb error above 179M too)."""
+    for side in (7200, 14000):  # 52M and 196M pixels; mode "1" keeps the fixtures small
+        Image.new("1", (side, side)).save(tmp_path / f"{side}.png")
+        with pytest.raises(InputError, match=rf"{side}.png: .*too large"):
+            load_image(tmp_path / f"{side}.png")
+
+
+@pytest.mark.parametrize("bad,message", [
+    (torch.zeros(3, 0, 0), "0x0 is too small"),
+    (torch.zeros(3, 4, 64), "64x4 is too small"),
+    ("dir", "is a directory"),
+])
+def test_empty_tensors_and_directories_are_named(tmp_path, bad, message):
+    if bad == "dir":
+        bad = tmp_path
+    with pytest.raises(InputError, match=message):
+        load_image(bad)
+
+
+def test_unconvertible_and_closed_pil_images():
+    with pytest.raises(InputError, match="image: cannot read PIL mode 'La'"):
+        load_image(Image.new("La", (16, 16)))
+    img = Image.new("RGB", (16, 16))
+    img.close()
+    with pytest.raises(InputError, match="image: not a readable PIL image"):
+        load_image(img)

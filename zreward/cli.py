@@ -79,8 +79,8 @@ def score(model, engine, prompt, as_json, batch_size, dtype, device, images):
     click.echo(f"{'image':<{width}}  {'overall':>13}  " + "  ".join(f"{n:>13}" for n in names))
     for img, row in zip(images, rows):
         cells = [f"{row['dimensions'][n]['mean']:.2f} ± {row['dimensions'][n]['std']:.2f}" for n in names]
-        click.echo(f"{img:<{width}}  {row['overall']['mean']:.2f} ± {row['overall']['std']:.2f}  "
-                   + "  ".join(f"{c:>13}" for c in cells))
+        overall = f"{row['overall']['mean']:.2f} ± {row['overall']['std']:.2f}"
+        click.echo(f"{img:<{width}}  {overall:>13}  " + "  ".join(f"{c:>13}" for c in cells))
 
 
 # --- demo ---------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ def check_prompts(prompts, n: int) -> list[str]:
         raise InputError(f"prompts must be a string or a list of strings, got {type(prompts).__name__}{held}")
     if len(prompts) != n:
         raise InputError(f"got {n} images but {len(prompts)} prompts")
+    for i, p in enumerate(prompts):
+        if not p.strip():
+            raise InputError(f"prompt {i}: empty prompt")
     return list(prompts)
 
 
@@ -34,13 +37,14 @@ def score_in_batches(run: Callable[[list[torch.Tensor], list[str]], torch.Tensor
     prompts = check_prompts(prompts, n)
     if n == 0:
         raise InputError("no images to score")
-    if int(batch_size) < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, n, int(batch_size))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    starts = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc="scoring", unit="batch")
-    chunks = [run(load_images(images[s : s + batch_size]), list(prompts[s : s + batch_size])).float().cpu()
+        # disable=None: a bar on a terminal only, so that a log or a pipe gets just results and errors.
+        starts = tqdm(starts, total=(n + batch_size - 1) // batch_size, desc="scoring", unit="batch", disable=None)
+    chunks = [run(load_images(images[s : s + batch_size], start=s), list(prompts[s : s + batch_size])).float().cpu()
               for s in starts]
     return ScoreDistribution(torch.cat(chunks), rubric)

@@ -42,3 +42,21 @@ def test_failure_kinds_reports_every_kind_it_finds(split):
     assert rep["n_clean"] > 0 and set(rep["clean"]) == {"alignment", "fidelity", "aesthetics", "plausibility"}
     for r in rep["kinds"].values():
         assert r["n"] > 0 and 1.0 <= r["predicted"] <= 5.0
+
+
+def test_ensemble_of_one_model_twice_is_that_model(split):
+    """Two copies of one model: every subset's average is the model itself, as `zreward eval` scores it."""
+    data, _ = split
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "ensemble.py"), "--data", str(data), "--json",
+                          "default", str(ROOT / "zreward" / "assets" / "default")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    subsets = json.loads(res.stdout)["subsets"]
+    assert len(subsets) == 3  # each alone, then both
+    import zreward
+    from zreward.data import load_dataset
+    from zreward.eval import evaluate
+
+    alone = evaluate(zreward.load(), load_dataset(data), progress=False)
+    for r in subsets.values():
+        assert r == {k: round(alone[k], 4) for k in ("hpa", "margin_hpa", "plcc", "nll")}

@@ -204,6 +204,53 @@ def test_checkpoint_rubric_mismatch(tiny, tmp_path):
         load_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("damage,message", [
+    (lambda spec: spec.pop("rubric"), r"zreward.json: missing key 'rubric'"),
+    (lambda spec: spec.pop("image_size"), r"zreward.json: missing key 'image_size'"),
+    (lambda spec: spec.update(image_size="112"), r"zreward.json: 'image_size' must be int, got str"),
+    (lambda spec: spec["rubric"].update(values=[]), r"zreward.json: rubric: "),
+    (lambda spec: [], r"zreward.json: expected a JSON object, got list"),
+])
+def test_damaged_checkpoint_spec_is_named(tiny, tmp_path, damage, message):
+    tiny.save_pretrained(tmp_path / "m")
+    spec = json.loads((tmp_path / "m" / "zreward.json").read_text())
+    out = damage(spec)
+    (tmp_path / "m" / "zreward.json").write_text(json.dumps(out if isinstance(out, list) else spec))
+    with pytest.raises(InputError, match=message):
+        load_pretrained(tmp_path / "m")
+
+
+def test_damaged_weights_and_missing_directories(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"m: cannot load model \(\w*Error"):
+        load_pretrained(tmp_path / "m")
+    for name in ("./no-such-model", str(tmp_path / "absent"), "a/b/c"):  # paths, not hub ids: no network call
+        with pytest.raises(InputError, match="no such model directory"):
+            load_pretrained(name)
+
+
+def test_errors_name_the_input_across_batches(tiny):
+    """Indices in errors count from the caller's list, not from the batch the input landed in."""
+    ims = _images(4, 112)
+    ims[3] = ims[3].clone()
+    ims[3][0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="image 3: tensor contains NaN"):
+        tiny.score(ims, "a cat", batch_size=2)
+    with pytest.raises(InputError, match="prompt 3: empty prompt"):
+        tiny.score(_images(4, 112), ["a", "b", "c", " "], batch_size=2)
+    with pytest.raises(InputError, match="batch_size must be a positive integer, got '2'"):
+        tiny.score(_images(1, 112), "a", batch_size="2")
+
+
+def test_score_tensors_checks_like_score(tiny):
+    with pytest.raises(InputError, match="image 0: 1x1 is too small"):
+        tiny.score_tensors(torch.rand(2, 3, 1, 1), "a")
+    with pytest.raises(InputError, match="no images to score"):
+        tiny.score_tensors(torch.zeros(0, 3, 112, 112), [])
+
+
 def test_base_checkpoint_gets_rubric_tokens(tmp_path):
     """A plain HF VLM checkpoint (no zreward.json) loads through the same path, tokens added."""
     from transformers import AutoModelForImageTextToText

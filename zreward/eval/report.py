@@ -34,7 +34,8 @@ def _score_all(scorer, keys: list[tuple[Path, str]], batch_size: int, progress: 
 
     parts = []
     starts = range(0, len(keys), batch_size)
-    for s in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+    # disable=None: a bar on a terminal only (see zreward.scoring).
+    for s in tqdm(starts, desc="scoring", unit="batch", disable=None if progress else True):
         chunk = keys[s : s + batch_size]
         dist = scorer.score([k[0] for k in chunk], [k[1] for k in chunk], batch_size=batch_size)
         if len(dist) != len(chunk):

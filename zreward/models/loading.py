@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -38,20 +37,18 @@ def load_pretrained(path, rubric: Rubric | None = None, image_size: int | None =
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     path_str = str(path)
-    local = Path(path_str)
+    local = Path(path_str).expanduser()
     spec = None
     if local.exists():
         if not local.is_dir():
             raise InputError(f"{local}: a model must be a directory (or a hub id)")
+        path_str = str(local)
         if (local / SPEC_FILE).is_file():
-            try:
-                spec = json.loads((local / SPEC_FILE).read_text())
-            except json.JSONDecodeError as e:
-                raise InputError(f"{local / SPEC_FILE}: malformed ({e.msg})") from None
-            if spec.get("format_version") != FORMAT_VERSION:
-                raise InputError(f"{local}: checkpoint format {spec.get('format_version')!r}, expected {FORMAT_VERSION}")
+            spec = _read_spec(local)
         elif not (local / "config.json").is_file():
             raise InputError(f"{local}: not a model directory (no {SPEC_FILE} or config.json)")
+    elif _looks_like_a_path(path_str):
+        raise InputError(f"{path_str}: no such model directory")
     torch_dtype = _dtype(dtype)
     _quiet_transformers()
     try:
@@ -59,11 +56,11 @@ def load_pretrained(path, rubric: Rubric | None = None, image_size: int | None =
         backbone = AutoModelForImageTextToText.from_pretrained(
             path_str, dtype=torch_dtype or torch.float32, attn_implementation=attn_implementation
         )
-    except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, InputError):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path_str}: cannot load model ({first})") from None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- hub, config, tokenizer and weight files each raise their own types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"{path_str}: cannot load model ({type(e).__name__}: {first})") from None
     template = PromptTemplate()
     temperature = 1.0
     if spec is not None:
@@ -92,13 +89,49 @@ def load_pretrained(path, rubric: Rubric | None = None, image_size: int | None =
     return model.eval()
 
 
+SPEC_KEYS = {"format_version": int, "backbone": str, "image_size": int, "rubric": dict}
+
+
+def _read_spec(local: Path) -> dict:
+    """zreward.json, checked: a damaged one is an error that names the file and the key."""
+    from zreward.io import read_json
+
+    where = local / SPEC_FILE
+    spec = read_json(where)
+    if not isinstance(spec, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(spec).__name__}")
+    for key, kind in SPEC_KEYS.items():
+        if key not in spec:
+            raise InputError(f"{where}: missing key {key!r}")
+        if not isinstance(spec[key], kind) or isinstance(spec[key], bool):
+            raise InputError(f"{where}: {key!r} must be {kind.__name__}, got {type(spec[key]).__name__}")
+    if spec["format_version"] != FORMAT_VERSION:
+        raise InputError(f"{local}: checkpoint format {spec['format_version']!r}, expected {FORMAT_VERSION}")
+    try:
+        Rubric.from_dict(spec["rubric"])
+    except InputError as e:
+        raise InputError(f"{where}: rubric: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{where}: malformed rubric ({type(e).__name__}: {e})") from None
+    return spec
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else that does not exist here is a missing directory."""
+    return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
+
+
 def _quiet_transformers() -> None:
-    """Loading progress bars and info logs are noise in a scoring tool; warnings still show."""
+    """Loading progress bars and info logs are noise in a scoring tool; warnings still show, except the
+    hub client's retry chatter (its final error becomes our one-line message)."""
+    import logging as std_logging
+
     from transformers.utils import logging
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
-
+    for name in ("huggingface_hub", "urllib3", "httpx"):
+        std_logging.getLogger(name).setLevel(std_logging.ERROR)
 
 def _grow_embeddings(backbone, tokenizer, rubric: Rubric) -> None:
     old = backbone.get_input_embeddings().weight.shape[0]

@@ -121,6 +121,8 @@ class ZRewardModel(nn.Module):
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise InputError(f"score_tensors takes one (B, 3, H, W) float tensor in [0, 1], got {shape}")
+        if images.shape[0] == 0:
+            raise InputError("no images to score")
         prompts = check_prompts(prompts, images.shape[0])
         for i in range(images.shape[0]):
             check_image_tensor(images[i].detach(), f"image {i}")
