@@ -1,6 +1,7 @@
 """The CLI through click's CliRunner, on a dataset built here and a model trained here."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -78,6 +79,12 @@ def test_eval_json(trained, toy, tmp_path):
     assert res["n_pairs"] > 0
     assert set(res["dimensions"]) >= {"fidelity", "aesthetics"}
     assert (tmp_path / "rep" / "metrics.json").is_file() and (tmp_path / "rep" / "reliability.png").is_file()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "rep" / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask  # as open() makes it, not 0600
+    (tmp_path / "a_file").write_text("x")
+    r = CliRunner().invoke(main, ["eval", "--model", str(trained), "--data", str(toy), "--out", str(tmp_path / "a_file")])
+    assert r.exit_code == 1 and "--out is a file" in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ def test_grid_checks():
         r.bin_of(5.5)
     with pytest.raises(InputError, match="finite"):
         r.bin_of(float("nan"))
+    with pytest.raises(InputError, match=r"p.jsonl:5 alignment: score 10000.*\.\.\. is not a finite number"):
+        r.bin_of(10**400, "p.jsonl:5 alignment")  # a JSON integer too large for a float
     with pytest.raises(InputError, match="no annotator scores"):
         r.histogram([])
     assert r.snap(3.3) == 3.5 and r.snap(9) == 5.0 and r.snap(-2) == 1.0
@@ -47,6 +49,7 @@ def test_unknown_dimension_is_named():
         (dict(dimensions=()), "at least one dimension"),
         (dict(dimensions=(Dimension("x", ""), Dimension("x", ""))), "repeat"),
         (dict(dimensions=(Dimension("x", "", -1.0),)), "weights"),
+        (dict(dimensions=(Dimension("x", "", float("nan")),)), "weights must be finite"),
     ],
 )
 def test_invalid_rubrics(kwargs, match):
@@ -79,7 +82,9 @@ def test_short_form_and_same_scale(tmp_path):
     with pytest.raises(InputError, match="differ in names"):
         default_rubric().check_same_scale(five_level_rubric([("quality", "q")]), "y")
     for text, needle in (("{", "malformed rubric"), ("[1]", "JSON object"), ('{"values": [1, 2]}', "malformed rubric"),
-                         ('{"dimensions": ["a"], "values": [1, 2, 4]}', "equally spaced")):
+                         ('{"dimensions": ["a"], "values": [1, 2, 4]}', "equally spaced"),
+                         ('{"dimensions": "quality", "values": [1, 2, 3]}', "'dimensions' must be a list, got str"),
+                         ('{"dimensions": [{"name": "q", "weight": NaN}], "values": [1, 2]}', "weights must be finite")):
         path.write_text(text)
         with pytest.raises(InputError, match=needle) as e:
             load_rubric(path)

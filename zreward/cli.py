@@ -19,7 +19,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except InputError as e:
             raise click.ClickException(str(e)) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
             raise click.ClickException(f"{e.filename}: {e.strerror}") from None
 
 
@@ -111,6 +111,8 @@ def eval_cmd(model, engine, data_dir, as_json, out, batch_size, device):
 
     if not Path(data_dir).is_dir():
         raise InputError(f"{data_dir}: dataset directory not found")
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise InputError(f"{out}: --out is a file; it names a folder for metrics.json and reliability.png")
     scorer = _scorer(model, engine, device=device)
     data = load_dataset(data_dir, scorer.rubric)
     results = evaluate(scorer, data, batch_size=batch_size, progress=not as_json)

@@ -18,6 +18,13 @@ from zreward.errors import InputError
 _GRID_TOL = 1e-6
 
 
+def _finite(x: int | float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # a JSON integer too large for a float
+        return False
+
+
 @dataclass(frozen=True)
 class Dimension:
     name: str
@@ -54,7 +61,12 @@ class Rubric:
         steps = [b - a for a, b in zip(self.values, self.values[1:])]
         if min(steps) <= 0 or max(steps) - min(steps) > _GRID_TOL:
             raise InputError(f"rubric bin values must be ascending and equally spaced: {self.values}")
-        if any(d.weight < 0 for d in self.dimensions) or sum(d.weight for d in self.dimensions) <= 0:
+        weights = [d.weight for d in self.dimensions]
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+            raise InputError(f"rubric weights must be finite numbers: {weights}")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.values):
+            raise InputError(f"rubric bin values must be finite numbers: {list(self.values)}")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise InputError("rubric weights must be non-negative with a positive sum")
         # Scores read from data are almost always the grid values themselves: a dict lookup, not arithmetic.
         object.__setattr__(self, "_dim_index", {d.name: i for i, d in enumerate(self.dimensions)})
@@ -105,8 +117,9 @@ class Rubric:
         """Index of the bin a score sits on; an error naming `where` if it is off the grid."""
         if type(score) is float and (k := self._exact_bins.get(score)) is not None:
             return k
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
-            raise InputError(f"{where}: score {score!r} is not a finite number")
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or not _finite(score):
+            shown = f"{score!r}" if len(repr(score)) <= 40 else f"{repr(score)[:37]}..."
+            raise InputError(f"{where}: score {shown} is not a finite number")
         k = (score - self.low) / self.step
         kr = round(k)
         if abs(k - kr) > 1e-4 or not 0 <= kr < self.num_bins:
@@ -144,6 +157,10 @@ class Rubric:
         """The to_dict form; also the short form people write by hand: dimensions as names or as
         {"name", "description"?, "weight"?}, and no score_tokens (then `score_tokens_for(values)`)."""
         try:
+            if not isinstance(d.get("dimensions"), list):
+                raise TypeError(f"'dimensions' must be a list, got {type(d.get('dimensions')).__name__}")
+            if not isinstance(d.get("values"), list):
+                raise TypeError(f"'values' must be a list, got {type(d.get('values')).__name__}")
             dims = tuple(Dimension(x, x) if isinstance(x, str) else Dimension(**{"description": x["name"], **x})
                          for x in d["dimensions"])
             values = tuple(float(v) for v in d["values"])
@@ -155,6 +172,8 @@ class Rubric:
                 name=d.get("name", "custom"),
                 meta=d.get("meta", {}),
             )
+        except InputError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(f"malformed rubric ({type(e).__name__}: {e}); expected {{\"dimensions\": [names or "
                              f"{{\"name\", \"description\", \"weight\"}}], \"values\": [bin values]}}") from None

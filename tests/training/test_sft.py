@@ -335,3 +335,57 @@ def test_resolve_splits_reads_the_folders_rubric(tmp_path):
     (tmp_path / "train" / "rubric.json").write_text('{"dimensions": ["quality"], "values": [1, 2, 3, 4]}')
     with pytest.raises(InputError, match="differ in values"):
         resolve_splits(tmp_path)
+
+
+def test_output_guards_and_nothing_left_on_failure(tmp_path, monkeypatch):
+    """OUT is checked before training; a run that fails at its end (here: validation) leaves no model at
+    OUT and no Trainer scratch folder; a damaged validation image is named before training starts."""
+    from pathlib import Path
+
+    import zreward.eval
+    from zreward.errors import InputError
+    from zreward.training import sft_config_for, train_sft
+
+    data = _tiny_dataset(tmp_path)
+
+    def cfg():
+        return sft_config_for(tmp_path / "unused", epochs=1, workers=0, disable_tqdm=True, vision_warmup_minutes=0)
+
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "important.txt").write_text("keep me")
+    for out, message in ((tmp_path / "a_file", "is a file"), (tmp_path / "notes", "is not a zreward model"),
+                         (tmp_path, "would replace the training data")):
+        c = cfg()
+        with pytest.raises(InputError, match=message):
+            train_sft(data, out, c)
+        assert not Path(c.output_dir).exists()
+    assert (tmp_path / "notes" / "important.txt").read_text() == "keep me"
+
+    def failing_evaluate(*args, **kwargs):
+        raise RuntimeError("validation failed")
+
+    monkeypatch.setattr(zreward.eval, "evaluate", failing_evaluate)
+    c = cfg()
+    with pytest.raises(RuntimeError, match="validation failed"):
+        train_sft(data, tmp_path / "out", c, val=data)
+    assert not (tmp_path / "out").exists() and not Path(c.output_dir).exists()
+    monkeypatch.undo()
+
+    model = train_sft(data, tmp_path / "out", cfg())
+    first = (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert (tmp_path / "out" / "training_log.json").is_file()
+    assert ((tmp_path / "out").stat().st_mode & 0o777) == 0o777 & ~_umask()  # not mkdtemp's private 0700
+    damaged = tmp_path / "images" / "3.png"
+    damaged.write_bytes(damaged.read_bytes()[:60])
+    with pytest.raises(InputError, match="3.png: not a readable image"):
+        train_sft(data, tmp_path / "out", cfg(), val=data)  # an earlier model at OUT: kept, not half-replaced
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == first and model is not None
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

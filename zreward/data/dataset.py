@@ -395,16 +395,14 @@ def _pair_row(q, root: Path) -> dict:
 def _write_image(path: Path, img) -> None:
     """bytes | PIL image | uint8 array (H, W, 3) | a file to copy -> `path`, atomically."""
     import shutil
-    import tempfile
 
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    from zreward.io import atomic_file
+
+    with atomic_file(path) as tmp:
         if isinstance(img, (bytes, bytearray)):
-            Path(tmp).write_bytes(img)
+            tmp.write_bytes(img)
         elif isinstance(img, (str, os.PathLike)):
             shutil.copyfile(img, tmp)
         else:
@@ -416,10 +414,6 @@ def _write_image(path: Path, img) -> None:
             if fmt is None:
                 raise InputError(f"{path}: unknown image format {path.suffix!r}")
             img.save(tmp, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_dataset(root, points: Iterable = (), pairs: Iterable | None = None, images: dict | None = None,

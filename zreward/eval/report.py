@@ -13,11 +13,9 @@ ScoreDistribution` (an eager model or a compiled engine). The dataset needs only
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import torch
 from zreward.distribution import ScoreDistribution
 from zreward.errors import InputError
 from zreward.eval import metrics as M
-from zreward.io import atomic_write_text
+from zreward.io import atomic_file, atomic_write_text
 
 
 def _score_all(scorer, keys: list[tuple[Path, str]], batch_size: int, progress: bool) -> ScoreDistribution:
@@ -156,22 +154,16 @@ def reliability_diagram(table: list[dict], path: str | os.PathLike, ece: float |
         title += f"  (ECE {ece:.3f})"
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(A > B)", ylabel="share of pairs humans preferred A", title=title)
     ax.legend(loc="upper left", fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 
 def write_report(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Writes out_dir/metrics.json (NaN as null) and out_dir/reliability.png; returns their paths."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file; the report needs a folder (metrics.json, reliability.png)")
     written = {}
     if results.get("reliability") is not None:
         written["reliability"] = reliability_diagram(results["reliability"], out_dir / "reliability.png", results.get("ece"))

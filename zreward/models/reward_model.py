@@ -153,14 +153,17 @@ class ZRewardModel(nn.Module):
             "template": self.template.to_dict(),
         }
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Writes backbone (safetensors) + tokenizer + zreward.json atomically into `path`."""
+    def save_pretrained(self, path: str | Path, extra_files: dict[str, str] | None = None) -> None:
+        """Writes backbone (safetensors) + tokenizer + zreward.json (+ `extra_files`, name -> text, such
+        as a training log) atomically into `path`: the directory appears complete or not at all."""
         from zreward.io import atomic_dir
 
         with atomic_dir(path) as tmp:
             self.backbone.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             (tmp / SPEC_FILE).write_text(json.dumps(self.spec(), indent=2))
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "ZRewardModel":

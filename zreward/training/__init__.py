@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zreward.training.sft_config import SFTStudentConfig
+from zreward.training.sft_config import SCRATCH_PREFIX, SFTStudentConfig
 
 # Peak learning rate of the student. Higher rates (3e-4 and up) collapse a fresh tiny model onto the
 # marginal within a few steps (bench/results/default_model.json has the measurements).
@@ -34,7 +34,7 @@ def sft_config_for(out, *, init=None, epochs=30.0, lr=LR, backbone="qwen2_vl", l
     import torch
 
     kwargs = dict(
-        output_dir=tempfile.mkdtemp(prefix="zreward-trainer-"), init=init, backbone=backbone, lora_r=lora_r,
+        output_dir=tempfile.mkdtemp(prefix=SCRATCH_PREFIX), init=init, backbone=backbone, lora_r=lora_r,
         pair_loss_weight=pair_loss_weight, max_minutes=max_minutes, seed=seed, num_train_epochs=epochs,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.01,
         per_device_train_batch_size=8, save_strategy="no", report_to="none", remove_unused_columns=False,

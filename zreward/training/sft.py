@@ -21,10 +21,11 @@ from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
 from zreward.models import ZRewardModel, build_tiny_model, load_model
+from zreward.models.reward_model import SPEC_FILE
 from zreward.training.device_images import attach_pixels, stack_uint8
 from zreward.training.distributed import agreed_max, any_rank, is_main_process, wait_for_main, world_size
 from zreward.training.losses import next_token_loss, soft_label_ce, thurstone_pair_loss
-from zreward.training.sft_config import SFTStudentConfig
+from zreward.training.sft_config import SCRATCH_PREFIX, SFTStudentConfig
 
 
 class PromptGroups(Dataset):
@@ -328,6 +329,39 @@ def _fit_schedule_to_budget(model, groups: PromptGroups, collator: GroupCollator
 def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
               val: PreferenceDataset | None = None) -> ZRewardModel:
     """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
+    try:
+        check_output_dir(out, [d.root for d in (train, val) if d is not None and getattr(d, "root", None)])
+        if val is not None:
+            check_images_decode(val)  # found now, not after the whole training budget
+        return _train_sft(train, out, cfg, val)
+    finally:
+        if Path(cfg.output_dir).name.startswith(SCRATCH_PREFIX):  # sft_config_for's scratch folder, also on errors
+            shutil.rmtree(cfg.output_dir, ignore_errors=True)
+
+
+def check_output_dir(out: str | Path, data_roots: list) -> None:
+    """OUT may be new, empty or an earlier model (replaced); anything else is refused before training."""
+    out = Path(out).absolute()
+    for root in data_roots:
+        root = Path(root).absolute()
+        if out == root or out in root.parents:
+            raise InputError(f"{out}: the output would replace the training data {root}; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is a file; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / SPEC_FILE).is_file():
+        raise InputError(f"{out}: exists and is not a zreward model (no {SPEC_FILE}); choose a new or empty --out "
+                         "(an earlier model there is replaced)")
+
+
+def check_images_decode(data: PreferenceDataset) -> None:
+    """Every image of a (validation) dataset decodes: a damaged file is named before training starts."""
+    for image in sorted({str(p.image) for p in data.points} | {str(getattr(q, s)) for q in data.pairs
+                                                               for s in ("image_a", "image_b")}):
+        load_image(image)
+
+
+def _train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
+               val: PreferenceDataset | None) -> ZRewardModel:
     start = time.monotonic()
     if torch.device(cfg.device).type == "cpu":
         from zreward.training.allocator import keep_freed_memory
@@ -361,10 +395,7 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
                                 data_collator=collator, callbacks=callbacks)
     trainer.expected_steps = expected
     t0 = time.monotonic()
-    try:
-        result = trainer.train()
-    finally:
-        shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the Trainer's scratch folder; nothing is kept there
+    result = trainer.train()
     minutes = (time.monotonic() - t0) / 60
     if cfg.lora_r > 0:
         merge_lora(model)
@@ -372,7 +403,6 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
     if not is_main_process():  # the main process saves and validates; the others wait until it has
         wait_for_main()
         return model
-    model.save_pretrained(out)
     log |= {"train_loss": result.training_loss, "steps": result.global_step, "minutes": minutes,
            "n_points": len(train.points), "n_groups": len(groups), "processes": world_size()}
     if callbacks:
@@ -382,8 +412,7 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
         from zreward.eval import evaluate
 
         log["val"] = evaluate(model, val, progress=False)
-    from zreward.io import atomic_write_text
-
-    atomic_write_text(Path(out) / "training_log.json", json.dumps(log, indent=2))
+    # Last, in one atomic step: a run that fails or is interrupted before here leaves nothing at `out`.
+    model.save_pretrained(out, extra_files={"training_log.json": json.dumps(log, indent=2)})
     wait_for_main()
     return model

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+# sft_config_for's Trainer scratch folder (save_strategy "no": nothing is kept there); train_sft removes it.
+SCRATCH_PREFIX = "zreward-trainer-"
+
 
 @dataclass
 class SFTStudentConfig(TrainingArguments):
