@@ -272,6 +272,11 @@ def test_missing_files_and_check_images(tmp_path, root):
         load_dataset(tmp_path / "nope")
     with pytest.raises(InputError, match=r"no points.jsonl"):
         load_dataset(root)
+    for split in ("train", "test"):  # a folder of splits: the error names them
+        (tmp_path / "splits" / split).mkdir(parents=True)
+        (tmp_path / "splits" / split / "points.jsonl").write_text("")
+    with pytest.raises(InputError, match=r"holds the splits test, train: name one, e.g. .*splits/test"):
+        load_dataset(tmp_path / "splits")
     write_lines(root / "points.jsonl", [point("gone.png")])
     with pytest.raises(InputError, match=r"points.jsonl:1: image 'gone.png' not found"):
         load_dataset(root)

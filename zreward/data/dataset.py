@@ -351,8 +351,10 @@ def load_dataset(root, rubric: Rubric | None = None, check_images: bool = True) 
         rubric.check_same_scale(declared, f"the model's rubric and {root / RUBRIC_FILE}")
     has_points, has_pairs = (root / POINTS_FILE).is_file(), (root / PAIRS_FILE).is_file()
     if not has_points and not has_pairs:
+        splits = sorted(d.name for d in root.iterdir() if d.is_dir() and (d / POINTS_FILE).is_file()) if root.is_dir() else []
+        hint = f"; it holds the splits {', '.join(splits)}: name one, e.g. {root / ('test' if 'test' in splits else splits[0])}" if splits else ""
         raise InputError(f"{root}: no {POINTS_FILE} (a dataset needs {POINTS_FILE}, or {PAIRS_FILE} for "
-                         f"a pairs-only dataset)")
+                         f"a pairs-only dataset){hint}")
     points = _read_points(root, rubric, check_images) if has_points else []
     pairs = _read_pairs(root, check_images) if has_pairs else derive_pairs(points, rubric)
     if not points and not pairs:
