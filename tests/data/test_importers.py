@@ -221,6 +221,8 @@ def test_split_selection(tmp_path):
     assert no_leftovers(tmp_path / "out")
     assert {q.prompt for q in load_dataset(import_dataset("pickapic", root, tmp_path / "tr", split="train").out).pairs} == {"a fox"}
     assert [q.prompt for q in load_dataset(import_dataset("pickapic", root, tmp_path / "te", split="test_unique").out).pairs] == ["a hen"]
+    with pytest.raises(InputError, match=r"split='train' applies to a dataset folder; this is one file"):
+        import_dataset("pickapic", root / "train-00000-of-00002.parquet", tmp_path / "out", split="train")
     with pytest.raises(InputError, match=r"no files of split 'validation' \(splits found: \['test_unique', 'train'\]\)"):
         import_dataset("pickapic", root, tmp_path / "out", split="validation")
 

@@ -246,6 +246,8 @@ def _source_files(src, split: str | None) -> list[Path] | None:
     if not src.exists():
         raise InputError(f"{src}: no such file or directory")
     if not src.is_dir():
+        if split is not None:
+            raise InputError(f"{src}: split={split!r} applies to a dataset folder; this is one file")
         return [src]
     # Parquet tables if there are any (they repeat the json rows), else json / jsonl.
     files = sorted(src.rglob("*.parquet")) or sorted([*src.rglob("*.json"), *src.rglob("*.jsonl")])
@@ -317,6 +319,8 @@ def import_hpdv2(src, out, split: str | None = None, *, image_root=None, copy_im
         src = found[0]
     elif not src.is_file():
         raise InputError(f"{src}: no such file or directory")
+    elif split is not None:
+        raise InputError(f"{src}: split={split!r} applies to a dataset folder; this is one file")
     out = _check_out(out, src, overwrite)
     bases = [Path(image_root)] if image_root else [src.parent / src.stem, src.parent]
     finder = _ImageFinder(bases, Path(image_root) if image_root else src.parent / src.stem, skip_missing)
