@@ -96,6 +96,10 @@ def test_eval_json(trained, toy, tmp_path):
         (["train", "sft", "--data", "/nonexistent/dir", "--out", "x"], "/nonexistent/dir"),
         (["score", "-p", "a cat", "--device", "gpu0", "x.png"], "gpu0"),
         (["eval", "--engine", "some-engine", "--device", "cpu", "--data", "."], "--device"),
+        (["score", "-p", "a cat", "--engine", "", "x.png"], "--engine: empty path"),
+        (["score", "-p", "a cat"], "Missing argument 'IMAGES...'"),  # click's usage errors: one line too
+        (["train", "sft", "--data", ".", "--out", "x", "--lr", "-1"], "'--lr': -1.0 is not in the range x>0"),
+        (["train", "sft", "--data", ".", "--out", "x", "--pair-loss-weight", "-1"], "--pair-loss-weight"),
     ],
 )
 def test_errors_are_one_line(args, needle, trained, tmp_path, monkeypatch):

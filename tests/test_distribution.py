@@ -118,3 +118,54 @@ def test_five_level_rubric_distribution():
     d = ScoreDistribution(_probs(2, 4, 5, dtype=torch.float32), r)
     assert ((d.mean >= 1) & (d.mean <= 5)).all()
     assert d.overall_prob_greater(d).allclose(torch.full((2,), 0.5))
+
+
+def test_one_image_against_many_broadcasts_both_ways():
+    d = ScoreDistribution(_probs(5, 4, 9, seed=3), default_rubric())
+    one_vs_many, many_vs_one = d[0].overall_prob_greater(d), d.overall_prob_greater(d[0])
+    assert one_vs_many.shape == many_vs_one.shape == (5,)
+    torch.testing.assert_close(one_vs_many + many_vs_one, torch.ones(5, dtype=torch.float64))
+    assert d[0].prob_greater(d).shape == (5, 4)
+
+
+def test_pairs_need_one_scale():
+    p = _probs(2, 4, 9, seed=4)
+    a = ScoreDistribution(p, default_rubric())
+    b = ScoreDistribution(p, make_rubric([(n, n, w) for n, w in zip(default_rubric().names, (1, 0, 0, 0))],
+                                         default_rubric().values))
+    with pytest.raises(ValueError, match="the two score distributions: the rubrics differ in weights"):
+        a.overall_prob_greater(b)
+    with pytest.raises(ValueError, match="differ in values"):
+        a.prob_greater(ScoreDistribution(_probs(2, 4, 5, seed=5), five_level_rubric([(n, n) for n in default_rubric().names])))
+
+
+def test_collapsed_distributions_have_finite_gradients():
+    """A one-bin distribution (softmax saturated) has std 0 and entropy 0 with finite gradients: the
+    risk-adjusted reward stays usable for training."""
+    logits = torch.full((1, 4, 9), -200.0)
+    logits[..., 3] = 0.0
+    logits.requires_grad_(True)
+    d = ScoreDistribution.from_logits(logits, default_rubric())
+    with torch.no_grad():
+        assert float(d.std.max()) == 0.0 and float(d.overall_std) == 0.0 and float(d.entropy.abs().max()) == 0.0
+    (d.risk_adjusted(1.0).sum() + d.entropy.sum()).backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_tie_tolerance_follows_the_rubric_scale():
+    """Bins 1e-8 apart: the top beats the bottom overall as on each dimension (no absolute tolerance)."""
+    r = make_rubric([("q", "q")], (0.0, 1e-8, 2e-8))
+    top, bottom = (ScoreDistribution(torch.eye(3, dtype=torch.float64)[[k]].unsqueeze(0), r) for k in (2, 0))
+    assert float(top.overall_prob_greater(bottom)) == 1.0 == float(top.prob_greater(bottom))
+
+
+def test_invalid_probs_and_dimension_indexing_are_refused():
+    r = default_rubric()
+    for bad, message in ((torch.ones(1, 4, 9), "sum to one"), (torch.full((1, 4, 9), float("nan")), "finite"),
+                         (torch.zeros(1, 4, 9, dtype=torch.int64), "floating point")):
+        with pytest.raises(ValueError, match=message):
+            ScoreDistribution(bad, r)
+    d = ScoreDistribution(_probs(4, 4, 9, seed=6), r)
+    with pytest.raises(IndexError, match="indexed by image only"):
+        d[:, 0]
+    assert d[1:3].probs.shape == (2, 4, 9) and d[2].probs.shape == (1, 4, 9)

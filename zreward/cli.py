@@ -17,6 +17,11 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            if e.ctx is None:
+                raise
+            # One line, like every other error (click prints the usage block and a hint first).
+            raise click.UsageError(f"{e.format_message()} (see '{e.ctx.command_path} --help')") from None
         except InputError as e:
             raise click.ClickException(str(e)) from None
         except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
@@ -30,6 +35,9 @@ def main():
 
 
 def _scorer(model: str | None, engine: str | None, dtype: str | None = None, device: str | None = None):
+    for option, value in (("--model", model), ("--engine", engine)):
+        if value is not None and not value.strip():
+            raise InputError(f"{option}: empty path (leave the option out for the embedded model)")
     if model and engine:
         raise InputError("give --model or --engine, not both")
     if engine:
@@ -146,12 +154,15 @@ def train():
               help="Wall-clock budget of the whole run (warm-up, student, validation, saving); it ends sooner "
                    "when --epochs passes come first.")
 @click.option("--init", default=None, help="'default' (the embedded model) or a checkpoint; none: a fresh tiny model.")
-@click.option("--epochs", default=30.0, show_default=True, type=float, help="Passes over the prompt groups.")
-@click.option("--lr", default=None, type=float, help="Peak learning rate (cosine decay)  [default: 2e-4].")
+@click.option("--epochs", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Passes over the prompt groups.")
+@click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (cosine decay)  [default: 2e-4].")
 @click.option("--backbone", default="qwen2_vl", show_default=True,
               type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]), help="Family of a fresh model.")
 @click.option("--lora-r", default=0, show_default=True, type=click.IntRange(0), help="LoRA rank (0: full fine-tune).")
-@click.option("--pair-loss-weight", default=0.5, show_default=True, type=float, help="Thurstone pair loss weight.")
+@click.option("--pair-loss-weight", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Thurstone pair loss weight.")
 @click.option("--vision-warmup-minutes", default=None, type=click.FloatRange(min=0),
               help="Vision warm-up before the student, part of --max-minutes  [default: 30% of --max-minutes "
                    "for a fresh model, at most --epochs passes over the images; 0 with --init].")
@@ -181,7 +192,8 @@ def train():
               help="Make the --init model this many times wider first, keeping its scores (qwen2_vl).")
 @click.option("--workers", default=None, type=click.IntRange(0),
               help="Data-loader worker processes  [default: 0 on the CPU, up to 4 beside a GPU].")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the run: a fresh model's initial weights and the data order.")
 def train_sft_cmd(data_dir, out, max_minutes, init, epochs, lr, backbone, lora_r, pair_loss_weight,
                   vision_warmup_minutes, caption_loss_weight, explanation_loss_weight, explanation_tokens,
                   groups_per_batch, vision_warmup_batch_size,

@@ -32,8 +32,15 @@ def moments(probs: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy in nats; 0 log 0 = 0."""
-    return -(torch.special.xlogy(probs, probs)).sum(-1)
+    """Shannon entropy in nats; 0 log 0 = 0, with a finite gradient there (xlogy's is -inf, which
+    the softmax turns into NaN for a collapsed distribution)."""
+    return -(probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(-1)
+
+
+def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with 0 (and a zero gradient, not an infinite one) where x <= 0: std of a one-bin distribution."""
+    positive = x > 0
+    return torch.where(positive, x, torch.ones_like(x)).sqrt() * positive
 
 
 def prob_greater(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -51,6 +58,8 @@ def _difference_support(values: tuple[float, ...], weights: tuple[float, ...]):
 
     The support depends only on the rubric, so it is built once and shared by every pair: each
     step convolves one more dimension's difference distribution and merges equal support points.
+    `values` are in bin steps (0, 1, ..., K-1) and weights sum to one, so the merging and the tie
+    tolerance below do not depend on the rubric's scale.
     Returns (support values, list of index maps, one per dimension after the first).
     """
     v = torch.tensor(values, dtype=torch.float64)
@@ -71,11 +80,13 @@ def overall_prob_greater(p: torch.Tensor, q: torch.Tensor, values, weights) -> t
     Dimensions and images are independent. Exact on the discrete distributions (no normal
     approximation): the distribution of the weighted difference is built by merging support points.
     """
-    values = tuple(float(x) for x in values)
-    weights = tuple(float(x) for x in weights)
+    step = float(values[1]) - float(values[0])  # equally spaced bins: differences are whole steps
+    values = tuple(round((float(x) - float(values[0])) / step) for x in values)
+    total = sum(float(w) for w in weights)
+    weights = tuple(float(x) / total for x in weights)
     support, first, maps = _difference_support(values, weights)
-    lead = p.shape[:-2]
-    joint = (p.unsqueeze(-1) * q.unsqueeze(-2)).flatten(-2)  # (..., D, K*K)
+    joint = (p.unsqueeze(-1) * q.unsqueeze(-2)).flatten(-2)  # (..., D, K*K), leading shapes broadcast
+    lead = joint.shape[:-2]
     dist = joint.new_zeros(*lead, int(first.max()) + 1).index_add(-1, first.to(p.device), joint[..., 0, :])
     for d, inv in enumerate(maps, start=1):
         outer = (dist.unsqueeze(-1) * joint[..., d, :].unsqueeze(-2)).flatten(-2)
@@ -88,7 +99,7 @@ def overall_prob_greater(p: torch.Tensor, q: torch.Tensor, values, weights) -> t
 # --- the user-facing object ----------------------------------------------------------------------
 @dataclass
 class ScoreDistribution:
-    """Per-image, per-dimension score distributions. probs: (B, D, K) float32."""
+    """Per-image, per-dimension score distributions. probs: (B, D, K) float32, each row a distribution."""
 
     probs: torch.Tensor
     rubric: Rubric
@@ -98,6 +109,15 @@ class ScoreDistribution:
             raise ValueError(
                 f"probs must be (B, {self.rubric.num_dimensions}, {self.rubric.num_bins}), got {tuple(self.probs.shape)}"
             )
+        if not self.probs.is_floating_point():
+            raise ValueError(f"probs must be floating point, got {self.probs.dtype}")
+        with torch.no_grad():
+            p = self.probs.detach()
+            # Rounding of the row sum: float32 softmax ~1e-7; an engine's fp16 / bf16 output more.
+            tol = max(1e-3, 10 * torch.finfo(p.dtype).eps)
+            if p.numel() and not (torch.isfinite(p).all() and (p >= 0).all()
+                                  and ((p.float().sum(-1) - 1).abs() <= tol).all()):
+                raise ValueError("probs must be finite, non-negative, and sum to one over the bins")
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor, rubric: Rubric, temperature: float = 1.0) -> "ScoreDistribution":
@@ -107,6 +127,9 @@ class ScoreDistribution:
         return self.probs.shape[0]
 
     def __getitem__(self, idx) -> "ScoreDistribution":
+        if isinstance(idx, tuple):  # d[:, 0] would read dimensions as images
+            raise IndexError("a ScoreDistribution is indexed by image only (an index, slice, list or mask); "
+                             "use .probs for dimensions and bins")
         p = self.probs[idx]
         return ScoreDistribution(p.unsqueeze(0) if p.dim() == 2 else p, self.rubric)
 
@@ -140,7 +163,7 @@ class ScoreDistribution:
 
     @property
     def std(self) -> torch.Tensor:
-        return self.var.clamp_min(0).sqrt()
+        return safe_sqrt(self.var)
 
     @property
     def entropy(self) -> torch.Tensor:
@@ -154,7 +177,7 @@ class ScoreDistribution:
     @property
     def overall_std(self) -> torch.Tensor:
         """(B,) std of the weighted mean, dimensions taken as independent."""
-        return (self.var.clamp_min(0) @ self.weights**2).sqrt()
+        return safe_sqrt(self.var.clamp_min(0) @ self.weights**2)
 
     def normalized(self) -> torch.Tensor:
         """(B,) overall mean mapped to [0, 1] (bounded, for weighting several rewards)."""
@@ -165,12 +188,19 @@ class ScoreDistribution:
         return self.overall_mean - lam * self.overall_std
 
     # --- pairs --------------------------------------------------------------------------------
+    def _same_scale(self, other: "ScoreDistribution") -> None:
+        if other.rubric is not self.rubric:
+            self.rubric.check_same_scale(other.rubric, "the two score distributions")
+
     def prob_greater(self, other: "ScoreDistribution") -> torch.Tensor:
-        """(B, D) P(self > other) + 0.5 P(tie), per dimension, images paired by index."""
+        """(B, D) P(self > other) + 0.5 P(tie), per dimension, images paired by index (a batch of one
+        broadcasts: one image against many)."""
+        self._same_scale(other)
         return prob_greater(self.probs, other.probs)
 
     def overall_prob_greater(self, other: "ScoreDistribution") -> torch.Tensor:
         """(B,) P(self > other) + 0.5 P(tie) of the overall score, exact on the discrete bins."""
+        self._same_scale(other)
         return overall_prob_greater(self.probs, other.probs, self.rubric.values, self.rubric.weights)
 
     # --- export -------------------------------------------------------------------------------

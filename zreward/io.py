@@ -86,13 +86,36 @@ def write_jsonl(path: str | os.PathLike, rows) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def check_output_dir(out: str | os.PathLike, marker: str, kind: str, protected=(), option: str = "--out") -> Path:
+    """Refuses, before any work, an output folder whose replacement would destroy something: OUT may be
+    new, an empty folder, or an earlier `kind` ("an engine": a folder holding `marker`, replaced). A file,
+    a folder of other things, a path under a file, or a folder that is or holds one of the `protected`
+    inputs is an error. Returns OUT as an absolute path."""
+    out = Path(out).absolute()
+    for root in protected:
+        root = Path(root).absolute()
+        if out == root or out in root.parents:
+            raise InputError(f"{out}: {option} would replace its own input {root}; choose another {option}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{out}: {parent} is a file, not a folder; choose another {option}")
+            break
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is a file; choose another {option}")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise InputError(f"{out}: exists and is not {kind} (no {marker}); choose a new or empty {option} "
+                         f"(only {kind} there is replaced)")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yields a temporary sibling directory; on success it replaces `path`, on error it is removed.
 
     An interrupted writer therefore never leaves a directory at `path` that looks complete.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # "." or "out/" name their folder: the temporary sibling needs its name
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -187,3 +187,52 @@ def test_cli_errors_are_one_line(tmp_path):
     r = runner.invoke(export_command, ["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "Error:" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda m: m.pop("rubric"), "missing 'rubric'"),
+    (lambda m: m.pop("graph"), "missing 'graph'"),
+    (lambda m: m["text"].pop("positions"), "missing 'text.positions'"),
+    (lambda m: m.update(resolution="abc"), "'resolution' has type str"),
+    (lambda m: next(iter(m["files"].values())).pop("bytes"), "needs bytes and sha256"),
+    (lambda m: m["template"].update(no_such_field=1), "damaged manifest \\(TypeError"),
+])
+def test_damaged_manifest_keys_are_named(exported, tmp_path, damage, message):
+    d = copy_engine(exported[1], tmp_path / "e")
+    m = json.loads((d / MANIFEST).read_text())
+    damage(m)
+    (d / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(InputError, match=message):
+        load_engine(d)
+
+
+def test_export_refuses_outputs_it_would_destroy(exported, tmp_path):
+    """Only an earlier engine is replaced; a file, a folder of other things, the source model or a path
+    under a file are refused before the model loads."""
+    model_dir = exported[1].parent / "model"
+    (tmp_path / "a_file").write_text("keep")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("keep")
+    runner = CliRunner()
+    for out, needle in ((tmp_path / "a_file", "exists and is a file"), (tmp_path / "notes", "is not an engine"),
+                        (model_dir, "would replace its own input"), (tmp_path / "a_file" / "e", "is a file, not a folder")):
+        r = runner.invoke(export_command, ["--model", str(model_dir), "--out", str(out), "--max-batch", "2"])
+        assert r.exit_code == 1 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert (tmp_path / "a_file").read_text() == "keep" and (tmp_path / "notes" / "keep.txt").is_file()
+    assert (model_dir / "zreward.json").is_file()
+    for profile, needle in (({"batch": {"min": "a"}}, "batch min must be a whole number"),
+                            ({"providers": "CPUExecutionProvider"}, "providers must be a list"),
+                            ({"device": "tpu"}, "unknown export device 'tpu'")):
+        (tmp_path / "p.json").write_text(json.dumps({"backend": "onnxruntime", **profile}))
+        r = runner.invoke(export_command, ["--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "x")])
+        assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output
+    with pytest.raises(InputError, match="engines run on cpu or cuda"):
+        load_engine(exported[1], device="tpu")
+
+
+def test_engine_checks_batch_size_like_the_model(exported):
+    engine = load_engine(exported[1])
+    images, prompts = sample(1, 1)
+    for bad in (2.5, True, "4", None):
+        with pytest.raises(InputError, match="batch_size must be a positive integer"):
+            engine.score(images, prompts, batch_size=bad)

@@ -355,7 +355,7 @@ def test_output_guards_and_nothing_left_on_failure(tmp_path, monkeypatch):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "important.txt").write_text("keep me")
     for out, message in ((tmp_path / "a_file", "is a file"), (tmp_path / "notes", "is not a zreward model"),
-                         (tmp_path, "would replace the training data")):
+                         (tmp_path, "would replace its own input")):
         c = cfg()
         with pytest.raises(InputError, match=message):
             train_sft(data, out, c)
@@ -389,3 +389,26 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_one_step_run_trains_and_the_seed_draws_the_fresh_weights(tmp_path):
+    """A warm-up as long as the run would leave its only step at lr 0; --seed sets a fresh model's init."""
+    from safetensors.torch import load_file
+
+    from zreward.training import sft_config_for, train_sft
+
+    data = _tiny_dataset(tmp_path)
+
+    def run(out, **kw):
+        cfg = sft_config_for(tmp_path / "unused", epochs=1, workers=0, disable_tqdm=True, vision_warmup_minutes=0,
+                             groups_per_batch=8, **kw)
+        train_sft(data, tmp_path / out, cfg)
+        assert json.loads((tmp_path / out / "training_log.json").read_text())["steps"] == 1
+        return load_file(tmp_path / out / "model.safetensors")
+
+    first = run("a")
+    moved = run("b", init=str(tmp_path / "a"))
+    assert any(not torch.equal(first[k], moved[k]) for k in first)  # the single step changed the weights
+    other_seed = run("c", seed=1)
+    assert all(first[k].shape == other_seed[k].shape for k in first)
+    assert sum(not torch.equal(first[k], other_seed[k]) for k in first) > len(first) // 2

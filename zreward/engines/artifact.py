@@ -81,7 +81,39 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{root}: engine format version {manifest.get('format_version')!r}, this zreward reads "
                          f"version {FORMAT_VERSION}; re-export it with `zreward export`")
+    _check_schema(path, manifest)
     return manifest
+
+
+# What loading reads from a manifest: key path -> type. A damaged manifest fails here, naming the key.
+MANIFEST_SCHEMA = {
+    ("backend",): str, ("precision",): str, ("rubric",): dict, ("template",): dict, ("resolution",): int,
+    ("family",): dict, ("family", "model_type"): str, ("family", "patch_size"): int, ("family", "merge_size"): int,
+    ("family", "temporal_patch_size"): int, ("family", "image_mean"): list, ("family", "image_std"): list,
+    ("batch",): dict, ("batch", "max"): int, ("text",): dict, ("text", "positions"): list,
+    ("text", "fixed_length"): (bool, int), ("graph",): dict, ("files",): dict,
+}
+
+
+def _check_schema(path: Path, manifest: dict) -> None:
+    for keys, kind in MANIFEST_SCHEMA.items():
+        node, name = manifest, ".".join(keys)
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                raise InputError(f"{path}: damaged manifest: missing {name!r}")
+            node = node[key]
+        wrong_bool = isinstance(node, bool) and kind is int
+        if wrong_bool or not isinstance(node, kind):
+            raise InputError(f"{path}: damaged manifest: {name!r} has type {type(node).__name__}")
+    for rel, meta in manifest["files"].items():
+        if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int) and isinstance(meta.get("sha256"), str)):
+            raise InputError(f"{path}: damaged manifest: files[{rel!r}] needs bytes and sha256")
+    if not isinstance(manifest["graph"].get("file"), str):
+        raise InputError(f"{path}: damaged manifest: missing 'graph.file'")
+    try:
+        Rubric.from_dict(manifest["rubric"])
+    except InputError as e:
+        raise InputError(f"{path}: damaged manifest: rubric: {e}") from None
 
 
 def check_files(root: Path, manifest: dict, verify_hashes: bool = True) -> None:
@@ -149,7 +181,8 @@ class Engine:
         """
         from zreward.scoring import score_in_batches
 
-        step = min(int(batch_size), self.max_batch) if int(batch_size) >= 1 else batch_size
+        ok = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1
+        step = min(batch_size, self.max_batch) if ok else batch_size  # a bad one: score_in_batches names it
         return score_in_batches(lambda ims, ps: self.runner(self.host(ims, ps))[0], self.rubric, images, prompts,
                                 step, progress)
 
@@ -168,12 +201,17 @@ def make_host(root: Path, manifest: dict):
     except (OSError, ValueError) as e:
         raise InputError(f"{root / 'tokenizer'}: cannot load the tokenizer ({e})") from None
     fam = manifest["family"]
-    family = Family(fam["model_type"], fam["patch_size"], fam["merge_size"], fam["temporal_patch_size"],
-                    tuple(fam["image_mean"]), tuple(fam["image_std"]), fam.get("norm_plus_one", False))
-    rubric = Rubric.from_dict(manifest["rubric"])
-    grid = manifest["resolution"] // family.patch_size
-    encoder = PromptEncoder(tokenizer, rubric, PromptTemplate(**manifest["template"]), (grid // family.merge_size) ** 2)
-    return HostInputs(encoder, family, manifest["resolution"], torch.tensor(text["positions"]), text["fixed_length"])
+    try:
+        family = Family(fam["model_type"], fam["patch_size"], fam["merge_size"], fam["temporal_patch_size"],
+                        tuple(fam["image_mean"]), tuple(fam["image_std"]), fam.get("norm_plus_one", False))
+        rubric = Rubric.from_dict(manifest["rubric"])
+        grid = manifest["resolution"] // family.patch_size
+        template = PromptTemplate(**manifest["template"])
+        encoder = PromptEncoder(tokenizer, rubric, template, (grid // family.merge_size) ** 2)
+        positions = torch.tensor(text["positions"])
+    except (TypeError, ValueError, KeyError, ZeroDivisionError) as e:
+        raise InputError(f"{root / MANIFEST}: damaged manifest ({type(e).__name__}: {e})") from None
+    return HostInputs(encoder, family, manifest["resolution"], positions, text["fixed_length"])
 
 
 def load_engine(path, providers=None, device: str | None = None, verify_hashes: bool = True,
@@ -196,6 +234,8 @@ def load_engine(path, providers=None, device: str | None = None, verify_hashes: 
     if model_type not in SUPPORTED:
         raise InputError(f"{root}: unsupported backbone {model_type!r}; supported: {list(SUPPORTED)}")
     device = device or manifest.get("device", "cpu")
+    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}: engines run on cpu or cuda")
     reason = backend_unavailable(backend, device)
     if reason:
         raise InputError(f"{root}: backend {backend!r} is not available here: {reason}")

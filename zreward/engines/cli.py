@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from zreward.errors import InputError
@@ -53,6 +55,10 @@ def _export(model, backend, out, max_batch, precision, verify, profile, fmt):
     overrides["format"] = fmt
     options = ExportOptions(**overrides).checked()  # bad options fail before the model loads
 
+    from zreward.engines.artifact import MANIFEST
+    from zreward.io import check_output_dir
+
+    check_output_dir(out, MANIFEST, "an engine", protected=[model] if model and Path(model).exists() else [])
     click.echo(f"loading {model or 'the embedded default model'}")
     rm = load_model(model)
     if resolution is not None and int(resolution) != rm.image_size:

@@ -32,7 +32,7 @@ from zreward.engines.artifact import (
     file_table,
 )
 from zreward.errors import InputError
-from zreward.io import atomic_dir
+from zreward.io import atomic_dir, check_output_dir
 
 
 @dataclass
@@ -66,6 +66,13 @@ class ExportOptions:
                              f"min={self.min_batch} opt={opt} max={self.max_batch}")
         if self.sample_shapes + self.sample_random < 2:
             raise InputError("the parity sample needs at least 2 images")
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"unknown export device {self.device!r}; use cpu or cuda")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("export device cuda: torch sees no CUDA device here")
+        if self.providers is not None and (not isinstance(self.providers, list)
+                                           or not all(isinstance(x, str) for x in self.providers)):
+            raise InputError(f"providers must be a list of onnxruntime provider names, got {self.providers!r}")
         return replace(self, opt_batch=opt)
 
 
@@ -103,6 +110,7 @@ def export_engine(model, out, options: ExportOptions | None = None, source: str 
                   **overrides) -> dict:
     """Exports `model` to `out` (see the module docstring); returns the manifest written."""
     opts = replace(options or ExportOptions(), **overrides).checked()
+    check_output_dir(out, MANIFEST, "an engine", protected=[source] if source and Path(source).exists() else [])
     log = log or (lambda msg: None)
     reason = backend_unavailable(opts.backend, opts.device)
     if reason:

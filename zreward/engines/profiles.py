@@ -62,7 +62,11 @@ def export_overrides(profile: dict) -> dict:
     batch = profile.get("batch", {})
     for key, field in (("min", "min_batch"), ("opt", "opt_batch"), ("max", "max_batch")):
         if key in batch:
-            out[field] = int(batch[key])
+            value = batch[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"profile {profile.get('name', '')!r}: batch {key} must be a whole number, "
+                                 f"got {value!r}")
+            out[field] = value
     trt = profile.get("tensorrt", {})
     for key in ("workspace_gb", "optimization_level"):
         if key in trt:

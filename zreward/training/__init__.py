@@ -43,6 +43,7 @@ def sft_config_for(out, *, init=None, epochs=30.0, lr=LR, backbone="qwen2_vl", l
         vision_warmup_minutes=(default_vision_warmup_minutes(init, max_minutes) if vision_warmup_minutes is None
                                else vision_warmup_minutes),
     )
+    kwargs["seed_model"] = seed  # --seed also draws a fresh model's initial weights
     kwargs.update(overrides)
     cfg = SFTStudentConfig(**kwargs)
     # Under torchrun / accelerate launch a step's groups are split over the processes.

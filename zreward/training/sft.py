@@ -20,6 +20,7 @@ from transformers import SchedulerType, Trainer, TrainerCallback
 from zreward.data.dataset import PreferenceDataset
 from zreward.errors import InputError
 from zreward.images import load_image
+from zreward.io import check_output_dir
 from zreward.models import ZRewardModel, build_tiny_model, load_model
 from zreward.models.reward_model import SPEC_FILE
 from zreward.training.device_images import attach_pixels, stack_uint8
@@ -140,7 +141,9 @@ class SFTStudentTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and self.args.lr_scheduler_type == SchedulerType.COSINE:
-            warmup = self.args.get_warmup_steps(min(num_training_steps, self.expected_steps or num_training_steps))
+            planned = min(num_training_steps, self.expected_steps or num_training_steps)
+            # At most half the steps: a warm-up as long as the run (1 step of 1) would train at lr 0 throughout.
+            warmup = min(self.args.get_warmup_steps(planned), planned // 2)
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, CosineSchedule(warmup, num_training_steps))
         return super().create_scheduler(num_training_steps, optimizer)
 
@@ -330,27 +333,14 @@ def train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
               val: PreferenceDataset | None = None) -> ZRewardModel:
     """Trains the SFT student on `train`, saves it to `out` (loadable with --model OUT)."""
     try:
-        check_output_dir(out, [d.root for d in (train, val) if d is not None and getattr(d, "root", None)])
+        roots = [d.root for d in (train, val) if d is not None and getattr(d, "root", None)]
+        check_output_dir(out, SPEC_FILE, "a zreward model", protected=roots)
         if val is not None:
             check_images_decode(val)  # found now, not after the whole training budget
         return _train_sft(train, out, cfg, val)
     finally:
         if Path(cfg.output_dir).name.startswith(SCRATCH_PREFIX):  # sft_config_for's scratch folder, also on errors
             shutil.rmtree(cfg.output_dir, ignore_errors=True)
-
-
-def check_output_dir(out: str | Path, data_roots: list) -> None:
-    """OUT may be new, empty or an earlier model (replaced); anything else is refused before training."""
-    out = Path(out).absolute()
-    for root in data_roots:
-        root = Path(root).absolute()
-        if out == root or out in root.parents:
-            raise InputError(f"{out}: the output would replace the training data {root}; choose another --out")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / SPEC_FILE).is_file():
-        raise InputError(f"{out}: exists and is not a zreward model (no {SPEC_FILE}); choose a new or empty --out "
-                         "(an earlier model there is replaced)")
 
 
 def check_images_decode(data: PreferenceDataset) -> None:
@@ -413,6 +403,9 @@ def _train_sft(train: PreferenceDataset, out: str | Path, cfg: SFTStudentConfig,
 
         log["val"] = evaluate(model, val, progress=False)
     # Last, in one atomic step: a run that fails or is interrupted before here leaves nothing at `out`.
-    model.save_pretrained(out, extra_files={"training_log.json": json.dumps(log, indent=2)})
+    from zreward.eval.report import json_safe
+
+    log_text = json.dumps(json_safe(log), indent=2, allow_nan=False)  # strict JSON: an undefined metric is null
+    model.save_pretrained(out, extra_files={"training_log.json": log_text})
     wait_for_main()
     return model

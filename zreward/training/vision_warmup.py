@@ -102,8 +102,9 @@ def warm_up_vision(model: ZRewardModel, data: PreferenceDataset, args, minutes: 
     steps = max(1, int(minutes * 60 * 0.92 / per_step))
     # A small dataset is done sooner: at most as many passes over its images as the student makes over its groups.
     steps = min(steps, max(1, math.ceil(args.num_train_epochs * len(points) / batch_size)))
+    # HF rounds a warm-up ratio up to 1 step, the whole of a 1-step stage (trained at lr 0): none then.
     stage_args = replace(args, output_dir=tempfile.mkdtemp(prefix="zreward-warmup-"), max_steps=steps,
-                         learning_rate=lr,
+                         learning_rate=lr, warmup_steps=args.warmup_steps if steps > 1 else 0,
                          per_device_train_batch_size=max(1, batch_size // args.world_size))
     trainer = Trainer(model=probe, args=stage_args, train_dataset=points, data_collator=collator,
                       callbacks=[TimeLimit(minutes)])
