@@ -308,3 +308,25 @@ def test_training_on_pairs_only_says_why(tmp_path):
     (tmp_path / "pairs.jsonl").write_text('{"prompt": "x", "image_a": "a.png", "image_b": "b.png", "preference": "a"}\n')
     r = CliRunner().invoke(main, ["train", "sft", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
     assert r.exit_code != 0 and "only pairs.jsonl" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_sigterm_removes_the_unfinished_output(tmp_path):
+    """A scheduler's SIGTERM unwinds like Ctrl-C: no hidden .partial folder is left beside OUT."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-c", "from zreward.cli import main; main()", "data", "shapeworld",
+           "--out", str(tmp_path / "world"), "--n", "20000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".world.*.partial")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(tmp_path.glob(".world.*.partial")), "the generator never started writing"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,17 @@ class _Group(click.Group):
 @click.version_option(package_name="zreward")
 def main():
     """zreward: distributional text-to-image reward models (score distributions, not scalars)."""
+    _exit_cleanly_on_sigterm()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """A scheduler's SIGTERM unwinds like Ctrl-C: the temporary folders of an unfinished output are removed
+    (by default the process dies on the spot and leaves them)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _scorer(model: str | None, engine: str | None, dtype: str | None = None, device: str | None = None):

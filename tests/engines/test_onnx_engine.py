@@ -222,7 +222,8 @@ def test_export_refuses_outputs_it_would_destroy(exported, tmp_path):
     assert (model_dir / "zreward.json").is_file()
     for profile, needle in (({"batch": {"min": "a"}}, "batch min must be a whole number"),
                             ({"providers": "CPUExecutionProvider"}, "providers must be a list"),
-                            ({"device": "tpu"}, "unknown export device 'tpu'")):
+                            ({"device": "tpu"}, "unknown export device 'tpu'"),
+                            *([({"device": "cuda"}, "torch sees no CUDA device here")] if not torch.cuda.is_available() else [])):
         (tmp_path / "p.json").write_text(json.dumps({"backend": "onnxruntime", **profile}))
         r = runner.invoke(export_command, ["--profile", str(tmp_path / "p.json"), "--out", str(tmp_path / "x")])
         assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output, r.output

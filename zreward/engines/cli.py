@@ -54,6 +54,7 @@ def _export(model, backend, out, max_batch, precision, verify, profile, fmt):
         overrides.update(sample_shapes=64, sample_random=16)
     overrides["format"] = fmt
     options = ExportOptions(**overrides).checked()  # bad options fail before the model loads
+    options.check_runnable()
 
     from zreward.engines.artifact import MANIFEST
     from zreward.io import check_output_dir

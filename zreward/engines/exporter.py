@@ -68,12 +68,18 @@ class ExportOptions:
             raise InputError("the parity sample needs at least 2 images")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"unknown export device {self.device!r}; use cpu or cuda")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise InputError("export device cuda: torch sees no CUDA device here")
         if self.providers is not None and (not isinstance(self.providers, list)
                                            or not all(isinstance(x, str) for x in self.providers)):
             raise InputError(f"providers must be a list of onnxruntime provider names, got {self.providers!r}")
         return replace(self, opt_batch=opt)
+
+    def check_runnable(self) -> None:
+        """This machine can export them: the backend is installed and the device exists."""
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("export device cuda: torch sees no CUDA device here")
+        reason = backend_unavailable(self.backend, self.device)
+        if reason:
+            raise InputError(f"backend {self.backend!r} is not available: {reason}")
 
 
 def weights_sha256(model) -> str:
@@ -112,9 +118,7 @@ def export_engine(model, out, options: ExportOptions | None = None, source: str 
     opts = replace(options or ExportOptions(), **overrides).checked()
     check_output_dir(out, MANIFEST, "an engine", protected=[source] if source and Path(source).exists() else [])
     log = log or (lambda msg: None)
-    reason = backend_unavailable(opts.backend, opts.device)
-    if reason:
-        raise InputError(f"backend {opts.backend!r} is not available: {reason}")
+    opts.check_runnable()
     dtype = verify.PRECISIONS[opts.precision]
     digest = weights_sha256(model)
     was_training = model.training
