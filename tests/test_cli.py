@@ -66,6 +66,8 @@ def test_score_table(trained, toy):
     r = CliRunner().invoke(main, ["score", "-m", str(trained), "-p", "a grey card", str(toy / "images" / "0.png")])
     assert r.exit_code == 0, r.output
     assert "overall" in r.output and "fidelity" in r.output and "±" in r.output
+    lines = r.output.rstrip("\n").splitlines()
+    assert len({len(line) for line in lines}) == 1, lines  # every value right-aligned under its header
 
 
 def test_eval_json(trained, toy, tmp_path):
