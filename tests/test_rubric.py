@@ -84,7 +84,9 @@ def test_short_form_and_same_scale(tmp_path):
     for text, needle in (("{", "malformed rubric"), ("[1]", "JSON object"), ('{"values": [1, 2]}', "malformed rubric"),
                          ('{"dimensions": ["a"], "values": [1, 2, 4]}', "equally spaced"),
                          ('{"dimensions": "quality", "values": [1, 2, 3]}', "'dimensions' must be a list, got str"),
-                         ('{"dimensions": [{"name": "q", "weight": NaN}], "values": [1, 2]}', "weights must be finite")):
+                         ('{"dimensions": [{"name": "q", "weight": NaN}], "values": [1, 2]}', "weights must be finite"),
+                         ('{"dimensions": [{"name": "q", "weight": 1%s}], "values": [1, 2]}' % ("0" * 400), "weights must be finite"),
+                         ('{"dimensions": ["q"], "values": [1, 1%s]}' % ("0" * 400), "malformed rubric \\(OverflowError")):
         path.write_text(text)
         with pytest.raises(InputError, match=needle) as e:
             load_rubric(path)

@@ -120,6 +120,14 @@ class ScoreDistribution:
                 raise ValueError("probs must be finite, non-negative, and sum to one over the bins")
 
     @classmethod
+    def _of_checked(cls, probs: torch.Tensor, rubric: Rubric) -> "ScoreDistribution":
+        """A view of probs already checked (an index, a copy, a concatenation of checked ones): the
+        value checks cost a device sync, so they run once, where probs enter."""
+        out = object.__new__(cls)
+        out.probs, out.rubric = probs, rubric
+        return out
+
+    @classmethod
     def from_logits(cls, logits: torch.Tensor, rubric: Rubric, temperature: float = 1.0) -> "ScoreDistribution":
         return cls(softmax_probs(logits, temperature), rubric)
 
@@ -131,17 +139,17 @@ class ScoreDistribution:
             raise IndexError("a ScoreDistribution is indexed by image only (an index, slice, list or mask); "
                              "use .probs for dimensions and bins")
         p = self.probs[idx]
-        return ScoreDistribution(p.unsqueeze(0) if p.dim() == 2 else p, self.rubric)
+        return self._of_checked(p.unsqueeze(0) if p.dim() == 2 else p, self.rubric)
 
     def to(self, *args, **kwargs) -> "ScoreDistribution":
-        return ScoreDistribution(self.probs.to(*args, **kwargs), self.rubric)
+        return self._of_checked(self.probs.to(*args, **kwargs), self.rubric)
 
     def detach(self) -> "ScoreDistribution":
-        return ScoreDistribution(self.probs.detach(), self.rubric)
+        return self._of_checked(self.probs.detach(), self.rubric)
 
     @staticmethod
     def cat(items: list["ScoreDistribution"]) -> "ScoreDistribution":
-        return ScoreDistribution(torch.cat([x.probs for x in items]), items[0].rubric)
+        return ScoreDistribution._of_checked(torch.cat([x.probs for x in items]), items[0].rubric)
 
     # --- moments ------------------------------------------------------------------------------
     @property
@@ -207,7 +215,7 @@ class ScoreDistribution:
     def to_dict(self) -> list[dict]:
         """One dict per image: {"overall": {"mean", "std"}, "dimensions": {name: {"mean", "std", "probs"}}}."""
         probs = self.probs.detach().double().cpu()
-        dist = ScoreDistribution(probs, self.rubric)
+        dist = self._of_checked(probs, self.rubric)
         mean, std, om, os_ = dist.mean, dist.std, dist.overall_mean, dist.overall_std
         out = []
         for b in range(len(dist)):

@@ -58,14 +58,14 @@ class Rubric:
             )
         if len(set(self.score_tokens)) != len(self.score_tokens) or self.slot_token in self.score_tokens:
             raise InputError("rubric score tokens must be distinct and differ from the slot token")
+        if not all(isinstance(v, (int, float)) and _finite(v) for v in self.values):
+            raise InputError(f"rubric bin values must be finite numbers: {list(self.values)}")
         steps = [b - a for a, b in zip(self.values, self.values[1:])]
         if min(steps) <= 0 or max(steps) - min(steps) > _GRID_TOL:
             raise InputError(f"rubric bin values must be ascending and equally spaced: {self.values}")
         weights = [d.weight for d in self.dimensions]
-        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and _finite(w) for w in weights):
             raise InputError(f"rubric weights must be finite numbers: {weights}")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.values):
-            raise InputError(f"rubric bin values must be finite numbers: {list(self.values)}")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise InputError("rubric weights must be non-negative with a positive sum")
         # Scores read from data are almost always the grid values themselves: a dict lookup, not arithmetic.
@@ -174,7 +174,7 @@ class Rubric:
             )
         except InputError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise InputError(f"malformed rubric ({type(e).__name__}: {e}); expected {{\"dimensions\": [names or "
                              f"{{\"name\", \"description\", \"weight\"}}], \"values\": [bin values]}}") from None
 
